@@ -1,0 +1,72 @@
+"""Low rank (LoRA): ΔW = (α/r) · B A."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import StructuredMatrix, check_hparam_names, check_size
+
+
+class LowRankMatrix(StructuredMatrix):
+    """ΔW = (alpha / r) · B @ A with A: r × d_in, B: d_out × r; ``r·(d_in + d_out)`` parameters.
+
+    Applied as two thin matmuls, ``((x Aᵀ) Bᵀ)·alpha/r``. ``alpha`` defaults to ``r`` (scale 1);
+    LoRA's convention of a fixed ``alpha`` across ranks is one argument away. Zero init sets
+    B = 0 and keeps A random, as LoRA does, so gradients reach B from the first step.
+
+    >>> m = LowRankMatrix(6, 4, r=2, init="random", seed=0)
+    >>> int(torch.linalg.matrix_rank(m.to_dense())), m.num_params
+    (2, 20)
+    """
+
+    family = "lowrank"
+    zero_params = ("B",)
+
+    def __init__(self, d_out: int, d_in: int, init: str = "zero", seed: int | None = None, **hparams):
+        super().__init__(d_out, d_in, self.resolve(d_out, d_in, **hparams))
+        r = self.hparams["r"]
+        self.scale = self.hparams["alpha"] / r
+        self.A = nn.Parameter(torch.empty(r, self.d_in))
+        self.B = nn.Parameter(torch.empty(self.d_out, r))
+        self._init_params(init, seed)
+
+    @classmethod
+    def resolve(cls, d_out, d_in, r: int = 8, alpha: float | None = None, **rest) -> dict:
+        check_hparam_names(cls.family, rest, ("r", "alpha"))
+        r = check_size("r", r)
+        alpha = float(r if alpha is None else alpha)
+        if not math.isfinite(alpha) or alpha == 0:
+            raise ValueError(f"alpha must be a finite nonzero number, got {alpha}")
+        return {"r": r, "alpha": alpha}
+
+    def _init_std(self, name: str) -> float:
+        fan = self.d_in if name == "A" else self.hparams["r"]
+        return 1.0 / math.sqrt(fan)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return (x @ self.A.T) @ (self.B.T * self.scale)
+
+    def to_dense(self) -> torch.Tensor:
+        return self.scale * (self.B @ self.A)
+
+    @classmethod
+    def count(cls, d_out, d_in, r, **hparams) -> int:
+        return r * (d_in + d_out)
+
+    @classmethod
+    def rank_bound(cls, d_out, d_in, r, **hparams) -> int:
+        return min(r, d_out, d_in)
+
+    @classmethod
+    def candidates(cls, d_out, d_in, budget):
+        # Ranks past min(d_out, d_in) add parameters but no expressiveness.
+        r = min(budget // (d_in + d_out), min(d_out, d_in))
+        if r >= 1:
+            yield {"r": r, "alpha": float(r)}
+
+    @classmethod
+    def smallest(cls, d_out, d_in) -> dict:
+        return {"r": 1, "alpha": 1.0}

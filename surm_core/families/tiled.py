@@ -1,0 +1,125 @@
+"""Shared machinery of the FFT families (circulant, Toeplitz, symmetric Toeplitz, LDR).
+
+Rectangular convention: the ``d_out × d_in`` map is a grid of ``p × q`` square tiles of size
+``block`` (``p = ceil(d_out/block)``, ``q = ceil(d_in/block)``), each a member of the family with
+its own parameters; the input is zero-padded to ``q·block`` and the output truncated to ``d_out``.
+The default ``block = max(d_out, d_in)`` is a single tile, cropped. A smaller block means more
+tiles and more parameters: that is how a budget is met.
+"""
+from __future__ import annotations
+
+import math
+
+import scipy.fft
+import torch
+from torch import nn
+
+from .base import StructuredMatrix, check_hparam_names, check_size, grid
+
+# torch.fft has no bfloat16 kernels (and half only for powers of two on CUDA): compute in float32.
+_FFT_UPCAST = (torch.float16, torch.bfloat16)
+
+
+def fft_len(n: int) -> int:
+    """Smallest 2·3·5-smooth length ≥ n (pocketfft/cuFFT are fastest on those)."""
+    return scipy.fft.next_fast_len(n, real=True)
+
+
+class TiledFFTMatrix(StructuredMatrix):
+    """Base of the tiled families; subclasses define the tile parameters and their products."""
+
+    #: hyperparameters besides ``block`` (name -> default), e.g. LDR's displacement rank ``r``
+    extra_hparams: dict = {}
+
+    def __init__(self, d_out: int, d_in: int, init: str = "zero", seed: int | None = None, **hparams):
+        super().__init__(d_out, d_in, self.resolve(d_out, d_in, **hparams))
+        self.block = self.hparams["block"]
+        self.p, self.q = grid(self.d_out, self.d_in, self.block)
+        for name, shape in self.param_shapes().items():
+            setattr(self, name, nn.Parameter(torch.empty(self.p, self.q, *shape)))
+        self._init_params(init, seed)
+
+    @classmethod
+    def resolve(cls, d_out, d_in, block=None, **rest) -> dict:
+        check_hparam_names(cls.family, rest, ("block", *cls.extra_hparams))
+        if block is None:
+            block = max(d_out, d_in)
+        block = check_size("block", block)
+        if block > max(d_out, d_in):
+            raise ValueError(
+                f"block={block} exceeds the layer's largest side {max(d_out, d_in)}"
+            )
+        hp = {"block": block}
+        for name, default in cls.extra_hparams.items():
+            hp[name] = check_size(name, rest.get(name, default))
+        return hp
+
+    def param_shapes(self) -> dict:  # pragma: no cover - abstract
+        """Shapes of each tile's parameters (the grid dims ``p, q`` are prepended)."""
+        raise NotImplementedError
+
+    def _init_std(self, name: str) -> float:
+        # each output sums ~min(d_in, block) products per tile row, q tiles
+        return 1.0 / math.sqrt(self.q * min(self.block, self.d_in))
+
+    # -- tiling helpers -----------------------------------------------------------------------
+    def tiles_in(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d_in) -> (..., q, block), zero-padded."""
+        x = nn.functional.pad(x, (0, self.q * self.block - self.d_in))
+        return x.reshape(*x.shape[:-1], self.q, self.block)
+
+    def tiles_out(self, y: torch.Tensor) -> torch.Tensor:
+        """(..., p, block) -> (..., d_out), truncated."""
+        return y.reshape(*y.shape[:-2], self.p * self.block)[..., : self.d_out]
+
+    def dense_from_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(p, q, block, block) -> the cropped (d_out, d_in) matrix."""
+        n = self.block
+        full = tiles.permute(0, 2, 1, 3).reshape(self.p * n, self.q * n)
+        return full[: self.d_out, : self.d_in]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        dtype = x.dtype
+        if dtype in _FFT_UPCAST:
+            x = x.float()
+        y = self.tiles_out(self.apply_tiles(self.tiles_in(x)))
+        return y.to(dtype)
+
+    def apply_tiles(self, xt: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """(..., q, block) -> (..., p, block): Σ_j tile(i, j) x_j for every output tile i."""
+        raise NotImplementedError
+
+    def fft_params(self, name: str, length: int, dtype: torch.dtype) -> torch.Tensor:
+        """rfft of a tile parameter in the input's (FFT-capable) dtype."""
+        return torch.fft.rfft(getattr(self, name).to(dtype), n=length)
+
+    # -- budget fitting -----------------------------------------------------------------------
+    @classmethod
+    def count(cls, d_out, d_in, block, **hparams) -> int:
+        p, q = grid(d_out, d_in, block)
+        return p * q * cls.tile_count(block, **hparams)
+
+    @classmethod
+    def tile_count(cls, block: int, **hparams) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def candidates(cls, d_out, d_in, budget):
+        for block in range(1, max(d_out, d_in) + 1):
+            yield {"block": block, **cls.extra_hparams}
+
+    @classmethod
+    def preference(cls, d_out, d_in, block, **hparams) -> float:
+        return block  # among equals, fewer and larger tiles mix more globally
+
+    @classmethod
+    def smallest(cls, d_out, d_in) -> dict:
+        return min(cls.candidates(d_out, d_in, 0), key=lambda hp: cls.count(d_out, d_in, **hp))
+
+
+def mix_tiles(X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """Frequency-domain tile product: X (..., q, F), P (p, q, F) -> Σ_j P[i, j]·X[j], (..., p, F)."""
+    if P.shape[0] == 1 and P.shape[1] == 1:
+        return X * P[0]  # one tile: a plain product, no reduction
+    return (X.unsqueeze(-3) * P).sum(-2)

@@ -1,0 +1,83 @@
+"""Toeplitz: T[i, j] = t[i − j]; symmetric Toeplitz: t[k] = t[−k]."""
+from __future__ import annotations
+
+import torch
+
+from .tiled import TiledFFTMatrix, fft_len, mix_tiles
+
+
+def toeplitz_index(n: int) -> torch.Tensor:
+    """Position of diagonal i − j in a vector ordered t[−(n−1)], …, t[0], …, t[n−1]."""
+    i = torch.arange(n)
+    return i[:, None] - i[None, :] + n - 1
+
+
+def toeplitz_apply(diagonals: torch.Tensor, xt: torch.Tensor, n: int) -> torch.Tensor:
+    """Σ_j T(t_ij) x_j for tiles given by their 2n−1 diagonals (ordered as ``toeplitz_index``).
+
+    T x is the middle of the linear convolution t * x: ``y[i] = (t * x)[i + n − 1]``. A circular
+    convolution of any length L ≥ 2n − 1 leaves those entries intact, so L is the next fast size.
+    """
+    L = fft_len(2 * n - 1)
+    Y = mix_tiles(torch.fft.rfft(xt, n=L), torch.fft.rfft(diagonals.to(xt.dtype), n=L))
+    return torch.fft.irfft(Y, n=L)[..., n - 1 : 2 * n - 1]
+
+
+class ToeplitzMatrix(TiledFFTMatrix):
+    """Tiles ``T[i, j] = t[i − j]``: first column ``t[0..n−1]``, first row ``t[0], t[−1], …``
+    (``scipy.linalg.toeplitz(c, r)``); ``2n − 1`` parameters per tile, ``n = block``.
+
+    Stored as ``diagonals[k + n − 1] = t[k]``. Applied by a circulant embedding of fast length
+    ≥ 2n − 1 (one rfft of the input, one irfft). Displacement rank ≤ 2 under (Z1, Z-1).
+
+    >>> m = ToeplitzMatrix(3, 3, init="random", seed=0)
+    >>> T = m.to_dense()
+    >>> bool(T[1, 0] == T[2, 1]) and bool(T[0, 1] == T[1, 2])
+    True
+    """
+
+    family = "toeplitz"
+    zero_params = ("diagonals",)
+
+    def param_shapes(self):
+        return {"diagonals": (2 * self.block - 1,)}
+
+    @classmethod
+    def tile_count(cls, block, **hparams):
+        return 2 * block - 1
+
+    def apply_tiles(self, xt):
+        return toeplitz_apply(self.diagonals, xt, self.block)
+
+    def to_dense(self):
+        return self.dense_from_tiles(self.diagonals[:, :, toeplitz_index(self.block)])
+
+
+class SymmetricToeplitzMatrix(TiledFFTMatrix):
+    """Tiles ``T[i, j] = t[|i − j|]``: ``n`` parameters per tile (``scipy.linalg.toeplitz(t)``).
+
+    Applied as a Toeplitz tile (the diagonals mirrored). Symmetric, so real eigenvalues.
+
+    >>> m = SymmetricToeplitzMatrix(4, 4, init="random", seed=0)
+    >>> bool(torch.equal(m.to_dense(), m.to_dense().T))
+    True
+    """
+
+    family = "symmetric_toeplitz"
+    zero_params = ("t",)
+
+    def param_shapes(self):
+        return {"t": (self.block,)}
+
+    @classmethod
+    def tile_count(cls, block, **hparams):
+        return block
+
+    def diagonals(self) -> torch.Tensor:
+        return torch.cat([self.t.flip(-1)[..., :-1], self.t], dim=-1)
+
+    def apply_tiles(self, xt):
+        return toeplitz_apply(self.diagonals(), xt, self.block)
+
+    def to_dense(self):
+        return self.dense_from_tiles(self.diagonals()[:, :, toeplitz_index(self.block)])
