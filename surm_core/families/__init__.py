@@ -57,7 +57,9 @@ def from_budget(family: str, d_out: int, d_in: int, budget: int, init: str = "ze
     highest rank a member can reach, then a family's own tie-break (larger tiles for the FFT
     families, the balanced split for kronecker, 4 blocks for monarch, as MoRe recommends). So
     lowrank picks the largest rank, the FFT families the smallest tile (and ldr the largest
-    displacement rank per tile), kronecker the largest factors, monarch the largest ``blk_r``.
+    displacement rank per tile), kronecker the largest factors, monarch the largest ``blk_r`` and
+    then the most blocks it allows (``blk_r = in_blk``, full rank, where MoRe's 4 blocks reach
+    rank ``4·blk_r`` with the same count; ask for ``nblocks=4`` explicitly to get MoRe's shape).
 
     Raises ``ValueError`` naming the smallest budget that fits when none does.
 

@@ -1,0 +1,47 @@
+"""The explorer's look, defined once: template, colours per family, diverging scale, empty figures."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+TEMPLATE = "plotly_white"
+
+#: Signed entries: blue negative, white zero, red positive (used with ``zmid=0``).
+DIVERGING = "RdBu_r"
+
+#: One colour per family (and per fine-tuning baseline), the same in every figure.
+COLORS = {
+    "dense": "#4d4d4d",
+    "full": "#4d4d4d",
+    "lowrank": "#1f77b4",
+    "circulant": "#d62728",
+    "toeplitz": "#ff7f0e",
+    "symmetric_toeplitz": "#bcbd22",
+    "kronecker": "#2ca02c",
+    "ldr": "#9467bd",
+    "monarch": "#17becf",
+    "head-only": "#8c564b",
+}
+OTHER_COLOR = "#7f7f7f"
+
+#: Thin lines drawn over heatmaps at tile/block edges.
+GRID_LINE = dict(color="rgba(0, 0, 0, 0.35)", width=1)
+
+
+def color(name: str | None) -> str:
+    """The colour of a family or baseline name; grey for anything else."""
+    return COLORS.get(name, OTHER_COLOR)
+
+
+def figure(title: str, **layout) -> go.Figure:
+    """An empty figure in the explorer's template with ``title``."""
+    return go.Figure(layout=dict(template=TEMPLATE, title=dict(text=title), **layout))
+
+
+def empty_figure(title: str, hint: str) -> go.Figure:
+    """A figure with no data and ``hint`` written in the middle (e.g. "press Start")."""
+    fig = figure(title)
+    fig.add_annotation(text=hint, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color=OTHER_COLOR))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
