@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .tiled import TiledFFTMatrix, mix_tiles
+from .fftconv import fft_conv
+from .tiled import TiledFFTMatrix
 
 
 def circulant_index(n: int) -> torch.Tensor:
@@ -35,9 +36,8 @@ class CirculantMatrix(TiledFFTMatrix):
         return block
 
     def apply_tiles(self, xt):
-        n = self.block
-        Y = mix_tiles(torch.fft.rfft(xt, n=n), self.fft_params("c", n, xt.dtype))
-        return torch.fft.irfft(Y, n=n)
+        # C(c) x is the cyclic convolution c ⊛ x; tiles j of the input are summed per output tile
+        return fft_conv(xt.unsqueeze(-3), self.c, L=self.block, sum_dims=(-2,)).squeeze(-2)
 
     def to_dense(self):
         return self.dense_from_tiles(self.c[:, :, circulant_index(self.block)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .circulant import circulant_index
+from .fftconv import fft_conv
 from .tiled import TiledFFTMatrix, fft_len
 
 
@@ -46,13 +47,12 @@ class LDRMatrix(TiledFFTMatrix):
         return 2 * r * block
 
     def apply_tiles(self, xt):
-        n, dt = self.block, xt.dtype
-        L = fft_len(2 * n)
-        X = torch.fft.rfft(xt, n=L)[..., None, :, None, :]  # (..., 1, q, 1, F)
-        z = torch.fft.irfft(X * self.fft_params("h", L, dt), n=L)  # (..., p, q, r, L)
-        s = z[..., :n] - z[..., n : 2 * n]  # negacyclic fold: S(h_i) x_j
-        Y = (torch.fft.rfft(s, n=n) * self.fft_params("g", n, dt)).sum(dim=(-3, -2))
-        return torch.fft.irfft(Y, n=n)
+        n = self.block
+        # S(h_i) x_j for every tile and term: linear convolutions h * x (length 2n − 1) ...
+        z = fft_conv(xt[..., None, :, None, :], self.h, L=fft_len(2 * n), length=2 * n)  # (..., p, q, r, 2n)
+        s = z[..., :n] - z[..., n:]  # ... folded negacyclically
+        y = fft_conv(s, self.g, L=n, sum_dims=(-3, -2))  # Σ_{j, i} C(g_i) s_ij, (..., p, 1, 1, n)
+        return y.flatten(-3, -2).squeeze(-2)
 
     def to_dense(self):
         tiles = (self.g[..., circulant_index(self.block)] @ skew_circulant(self.h)).sum(dim=2)

@@ -9,6 +9,10 @@ from torch import nn
 from .base import StructuredMatrix, check_hparam_names, check_size
 
 
+#: Largest intermediate rank k·blk_r applied as two thin GEMMs rather than batched block matmuls.
+THIN_RANK = 64
+
+
 def monarch_dims(d_out: int, d_in: int, nblocks: int) -> tuple[int, int]:
     """(in_blk, out_blk) of MoRe's rectangular blocks."""
     in_blk = -(-d_in // nblocks)
@@ -68,6 +72,13 @@ class MonarchMatrix(StructuredMatrix):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         k, r = self.hparams["nblocks"], self.hparams["blk_r"]
+        if k * r <= THIN_RANK:
+            # Adapter regime: the product has rank ≤ k·r, so two thin GEMMs with the assembled
+            # (permuted, block-sparse) factors cost like LoRA at rank k·r. Those GEMMs are
+            # memory-bound, so their k-fold extra flops are free, while the batched path below
+            # copies the activations twice for its transposes.
+            left, right = self.factors()
+            return (x @ left.T) @ right.T
         lead = x.shape[:-1]
         x = nn.functional.pad(x, (0, k * self.in_blk - self.d_in)).reshape(-1, k, self.in_blk)
         h = torch.bmm(x.transpose(0, 1), self.L.transpose(1, 2))  # (k, N, r)
@@ -83,15 +94,24 @@ class MonarchMatrix(StructuredMatrix):
         a, t = torch.meshgrid(torch.arange(k), torch.arange(r), indexing="ij")
         return (t * k + a).reshape(-1)
 
-    def to_dense(self) -> torch.Tensor:
+    def output_permutation(self) -> torch.Tensor:
+        """Index ``perm`` with ``output[i] = blocks_stacked[perm[i]]`` (row o·k + a is block a's row o)."""
         k = self.hparams["nblocks"]
-        left = torch.block_diag(*self.L)  # (k·r, k·in_blk)
-        right = torch.block_diag(*self.R)  # (k·out_blk, k·r)
-        dense = right @ left[self.permutation()]
-        a, o = torch.meshgrid(torch.arange(k), torch.arange(self.out_blk), indexing="ij")
-        out_perm = torch.empty(k * self.out_blk, dtype=torch.long)
-        out_perm[(o * k + a).reshape(-1)] = torch.arange(k * self.out_blk)
-        return dense[out_perm][: self.d_out, : self.d_in]
+        o, a = torch.meshgrid(torch.arange(self.out_blk), torch.arange(k), indexing="ij")
+        return (a * self.out_blk + o).reshape(-1)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(left, right) with ΔW = right @ left: P·blockdiag(L) cropped to d_in columns
+        (k·blk_r × d_in) and P_out·blockdiag(R) cropped to d_out rows (d_out × k·blk_r)."""
+        k = self.hparams["nblocks"]
+        eye = torch.eye(k, dtype=self.L.dtype, device=self.L.device)
+        left = torch.einsum("kri,kj->krji", self.L, eye).flatten(2).flatten(0, 1)
+        right = torch.einsum("kor,kj->kojr", self.R, eye).flatten(2).flatten(0, 1)
+        return left[self.permutation(), : self.d_in], right[self.output_permutation()[: self.d_out]]
+
+    def to_dense(self) -> torch.Tensor:
+        left, right = self.factors()
+        return right @ left
 
     @classmethod
     def count(cls, d_out, d_in, nblocks, blk_r, **hparams) -> int:

@@ -90,10 +90,6 @@ class TiledFFTMatrix(StructuredMatrix):
         """(..., q, block) -> (..., p, block): Σ_j tile(i, j) x_j for every output tile i."""
         raise NotImplementedError
 
-    def fft_params(self, name: str, length: int, dtype: torch.dtype) -> torch.Tensor:
-        """rfft of a tile parameter in the input's (FFT-capable) dtype."""
-        return torch.fft.rfft(getattr(self, name).to(dtype), n=length)
-
     # -- budget fitting -----------------------------------------------------------------------
     @classmethod
     def count(cls, d_out, d_in, block, **hparams) -> int:
@@ -116,10 +112,3 @@ class TiledFFTMatrix(StructuredMatrix):
     @classmethod
     def smallest(cls, d_out, d_in) -> dict:
         return min(cls.candidates(d_out, d_in, 0), key=lambda hp: cls.count(d_out, d_in, **hp))
-
-
-def mix_tiles(X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    """Frequency-domain tile product: X (..., q, F), P (p, q, F) -> Σ_j P[i, j]·X[j], (..., p, F)."""
-    if P.shape[0] == 1 and P.shape[1] == 1:
-        return X * P[0]  # one tile: a plain product, no reduction
-    return (X.unsqueeze(-3) * P).sum(-2)

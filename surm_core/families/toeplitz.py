@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .tiled import TiledFFTMatrix, fft_len, mix_tiles
+from .fftconv import fft_conv
+from .tiled import TiledFFTMatrix, fft_len
 
 
 def toeplitz_index(n: int) -> torch.Tensor:
@@ -18,9 +19,8 @@ def toeplitz_apply(diagonals: torch.Tensor, xt: torch.Tensor, n: int) -> torch.T
     T x is the middle of the linear convolution t * x: ``y[i] = (t * x)[i + n − 1]``. A circular
     convolution of any length L ≥ 2n − 1 leaves those entries intact, so L is the next fast size.
     """
-    L = fft_len(2 * n - 1)
-    Y = mix_tiles(torch.fft.rfft(xt, n=L), torch.fft.rfft(diagonals.to(xt.dtype), n=L))
-    return torch.fft.irfft(Y, n=L)[..., n - 1 : 2 * n - 1]
+    y = fft_conv(xt.unsqueeze(-3), diagonals, L=fft_len(2 * n - 1), start=n - 1, length=n, sum_dims=(-2,))
+    return y.squeeze(-2)
 
 
 class ToeplitzMatrix(TiledFFTMatrix):
