@@ -12,23 +12,23 @@ FFT families as one tile. The table prints times in ms and ratios to dense and t
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
 
 from surm_core import make
+from surm_core.runtime import reuse_large_buffers
 
 CONFIGS = {
     "dense": ("dense", {}),
-    "lowrank r=8": ("lowrank", {"r": 8}),
+    "lora-r8": ("lowrank", {"r": 8}),
     "circulant": ("circulant", {}),
     "toeplitz": ("toeplitz", {}),
     "symmetric_toeplitz": ("symmetric_toeplitz", {}),
     "kronecker": ("kronecker", {}),
-    "ldr r=2": ("ldr", {"r": 2}),
-    "monarch 4x4": ("monarch", {"nblocks": 4, "blk_r": 4}),
+    "ldr-r2": ("ldr", {"r": 2}),
+    "monarch-4x4": ("monarch", {"nblocks": 4, "blk_r": 4}),
 }
 
 
@@ -70,11 +70,15 @@ def main():
     ap.add_argument("--tokens", type=int, nargs="+", default=[512, 4096])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="keep glibc's allocator thresholds (large buffers page-fault on every step)")
     args = ap.parse_args()
-    names = list(dict.fromkeys(["dense", "lowrank r=8", *args.families]))
+    names = list(dict.fromkeys(["dense", "lora-r8", *args.families]))
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'glibc default')}, "
+    allocator = "glibc defaults"
+    if not args.glibc_defaults and reuse_large_buffers():
+        allocator = "large buffers reused (surm_core.runtime.reuse_large_buffers)"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator}, "
           f"median of {args.reps} alternating repetitions")
     header = f"{'d':>5} {'N':>5} {'family':<20} {'params':>9} {'fwd ms':>9} {'/dense':>7} {'/LoRA':>7} " \
              f"{'f+b ms':>9} {'/dense':>7} {'/LoRA':>7}"
@@ -83,7 +87,7 @@ def main():
     for d in args.dims:
         for n in args.tokens:
             res = bench(d, n, args.reps, names)
-            dense, lora = res["dense"][1], res["lowrank r=8"][1]
+            dense, lora = res["dense"][1], res["lora-r8"][1]
             for name, (params, t) in res.items():
                 print(f"{d:>5} {n:>5} {name:<20} {params:>9} "
                       f"{t['fwd'] * 1e3:>9.2f} {t['fwd'] / dense['fwd']:>7.2f} {t['fwd'] / lora['fwd']:>7.2f} "
