@@ -35,6 +35,7 @@ class AdaptedLayer(nn.Module):
         self.adapter = adapter.to(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
         self.scale = scale
         self.dropout = nn.Dropout(dropout)
+        self.train(base_layer.training)  # new modules start in training mode; follow the model's
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The adapter's tensors by name relative to this layer (``adapter.c``, …)."""
