@@ -13,15 +13,17 @@ import ctypes.util
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit
+# Activations of a 4096-token batch at d=1536 are 24 MiB, an LDR step's spectra ~50 MiB. Older
+# glibc caps the threshold at 32 MiB (HEAP_MAX/2) and refuses more: then that is used.
+MMAP_THRESHOLDS = (256 * 1024 * 1024, 32 * 1024 * 1024)
 TRIM_THRESHOLD = 1024 * 1024 * 1024
 
 
 def reuse_large_buffers() -> bool:
-    """Keep freed buffers up to 32 MiB in the heap for reuse (glibc ``mallopt``).
+    """Keep freed buffers up to 256 MiB (32 MiB on older glibc) in the heap for reuse (``mallopt``).
 
     Returns True when the settings took effect, False where the C library is not glibc. Same
-    effect as starting Python with ``MALLOC_MMAP_THRESHOLD_=33554432
+    effect as starting Python with ``MALLOC_MMAP_THRESHOLD_=268435456
     MALLOC_TRIM_THRESHOLD_=1073741824``; it costs up to ~1 GiB of memory held back from the OS.
     """
     name = ctypes.util.find_library("c")
@@ -29,4 +31,5 @@ def reuse_large_buffers() -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    mmap_set = any(mallopt(_M_MMAP_THRESHOLD, t) for t in MMAP_THRESHOLDS)
+    return mmap_set and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
