@@ -19,9 +19,19 @@ from transformers.pytorch_utils import Conv1D
 import surm_core
 from surm_core import AdapterConfig, inject, load_adapter, merge, save_adapter, trainable_report, unmerge
 from surm_core.adapters.model import adapted_layers
-from surm_core.models import default_targets
+from surm_core.models import default_targets, head_names
 
 NUM_LABELS = 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models gain nothing from threads, and on a busy machine OpenMP's spin-waiting makes
+    them up to 100× slower; restore the setting for other test modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_bert(num_labels=NUM_LABELS, hidden=64):
@@ -311,6 +321,7 @@ def test_all_linear_skips_the_head_and_default_targets_resolve():
     for kind, (build, attention, _, head) in MODELS.items():
         model = build()
         assert default_targets(model) == attention
+        assert head_names(model) == [head]
         names = list(adapted_layers(inject(model, AdapterConfig("dense", "all-linear"))))
         assert names and not any(n.startswith(head) for n in names)
     model = inject(tiny_gpt2(), AdapterConfig("circulant"))  # target_modules=None: the defaults
@@ -318,6 +329,7 @@ def test_all_linear_skips_the_head_and_default_targets_resolve():
     assert list(adapted_layers(model)) == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
     with pytest.raises(ValueError, match="no known attention projections.*layers here include: 0"):
         default_targets(torch.nn.Sequential(torch.nn.Linear(3, 3)))
+    assert head_names(torch.nn.Sequential(torch.nn.Linear(3, 3))) == []
 
 
 def test_regex_targets_match_full_names():

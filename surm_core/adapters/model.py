@@ -146,6 +146,7 @@ def merge(model: nn.Module) -> nn.Module:
     """Fold ``scale·ΔW`` into each adapted weight: same outputs, no adapter cost at inference.
 
     Only the ``"delta"`` placement merges; merging a merged model is an error (never a double add).
+    A merged model skips its adapters, so they get no gradients: unmerge before training again.
     """
     layers = _layers(model)
     if any(layer.placement == "adapter" for layer in layers.values()):

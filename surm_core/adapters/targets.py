@@ -21,17 +21,18 @@ DEFAULT_TARGET_GROUPS = (
 
 
 def head_names(model: nn.Module) -> list[str]:
-    """Names of the task head's top-level modules (e.g. ``["dropout", "classifier"]`` for BERT).
+    """Names of the task head's top-level modules with parameters (``["classifier"]`` for BERT).
 
-    For a Hugging Face model that is everything beside the base model (``base_model_prefix``):
+    For a Hugging Face model the head is everything beside the base model (``base_model_prefix``):
     the classifier of BertForSequenceClassification, GPT-2's ``score``, a language model's
-    ``lm_head``. A model without such a split has no head.
+    ``lm_head``; parameter-free parts (a dropout) are left out, so the names suit
+    ``modules_to_save``. A model without such a split has no head.
     """
     prefix = getattr(model, "base_model_prefix", None)
     children = dict(model.named_children())
     if not prefix or prefix not in children:
         return []
-    return [name for name in children if name != prefix]
+    return [name for name, m in children.items() if name != prefix and any(True for _ in m.parameters())]
 
 
 def _in(name: str, roots: list[str]) -> bool:
