@@ -109,7 +109,7 @@ def load_bbc_news() -> TextDataset:
 
 
 def read_csv_rows(text: str, name: str) -> tuple[list[str], list[dict]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None:

@@ -1,0 +1,135 @@
+"""Command line: ``python -m surm_core.finetune --family circulant --budget 4096 --steps 200 --out runs/circ``.
+
+Runs the same way under ``torchrun --nproc_per_node=N python -m surm_core.finetune ...`` (one
+DistributedDataParallel process per CPU share or GPU; only rank 0 prints and writes files).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import signal
+import sys
+import threading
+
+import transformers
+from tqdm import tqdm
+
+from ..families import FAMILIES
+from .data import BBC_NEWS
+from .engine import BASELINES, FinetuneConfig, run
+
+DEFAULTS = FinetuneConfig()
+
+
+def parse_hparam(text: str) -> tuple[str, object]:
+    """``"r=8"`` -> ``("r", 8)``; values are Python literals (``a_shape=(8,8)``) or else strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def parse_eval_size(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m surm_core.finetune",
+        description="Fine-tune a sequence classifier with a structured adapter (or the full / head-only "
+        "baselines) and write metrics.jsonl, summary.json and the weights to a run directory. Under "
+        "torchrun --nproc_per_node=N it trains with DistributedDataParallel. Ctrl-C stops the run "
+        "after the current step and keeps what it reached.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="run directory to create (must not hold a run already)")
+    p.add_argument("--model", default=DEFAULTS.model, help="local model directory or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--dataset", default=BBC_NEWS, help=f"{BBC_NEWS!r} (built in) or a .csv / .jsonl file")
+    p.add_argument("--text-column", help="text column of a CSV/JSONL file (default: detected from the column names)")
+    p.add_argument("--label-column", help="label column of a CSV/JSONL file (default: detected from the column names)")
+    p.add_argument("--family", "--method", dest="method", default=DEFAULTS.method, choices=[*FAMILIES, *BASELINES],
+                   help="structured adapter family, or a baseline: 'full' trains every weight, 'head-only' only the classifier")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--budget", type=int, help="adapter parameters per adapted layer (the family's most expressive member that fits)")
+    size.add_argument("--hparams", nargs="+", type=parse_hparam, metavar="KEY=VALUE",
+                      help="the family's hyperparameters instead of a budget, e.g. --hparams r=8 alpha=16 (lowrank), nblocks=4 blk_r=4 (monarch)")
+    p.add_argument("--target-modules", nargs="+", metavar="SUFFIX",
+                   help="module-name suffixes to adapt, or all-linear (default: the attention query/value projections)")
+    p.add_argument("--steps", type=int, default=DEFAULTS.steps, help="optimizer steps")
+    p.add_argument("--epochs", type=float, help="passes over the training split; replaces --steps")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="rows per step, over all processes")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: 5e-3, or 5e-5 for --method full)")
+    p.add_argument("--warmup-ratio", type=float, default=DEFAULTS.warmup_ratio, help="share of the steps with linear warmup (then linear decay to 0)")
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="AdamW weight decay")
+    p.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="tokens per text (longer texts are truncated)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="fixes initialisation, dropout and batch order")
+    p.add_argument("--device", default=DEFAULTS.device, choices=["auto", "cpu", "cuda"], help="auto: CUDA when available (bf16 autocast), else CPU")
+    p.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every, help="evaluate every N steps (and at the end)")
+    p.add_argument("--eval-size", type=parse_eval_size, default=DEFAULTS.eval_size, help="test rows to evaluate on, or 'all'")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    targets = args.target_modules
+    try:
+        config = FinetuneConfig(
+            model=args.model, dataset=args.dataset, text_column=args.text_column, label_column=args.label_column,
+            method=args.method, budget=args.budget, hparams=dict(args.hparams) if args.hparams else None,
+            target_modules=targets[0] if targets == ["all-linear"] else targets,
+            steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, max_length=args.max_length,
+            seed=args.seed, device=args.device, eval_every=args.eval_every, eval_size=args.eval_size, out_dir=args.out,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    # The first Ctrl-C asks the run to stop after its current step (keeping what it reached);
+    # a second one interrupts at once.
+    stop = threading.Event()
+
+    def on_interrupt(*_):
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    if not rank0:
+        transformers.logging.set_verbosity_error()  # one copy of the model-loading report is enough
+    bar = tqdm(total=None, unit="step", disable=None if rank0 else True)  # None: off unless a terminal
+
+    def on_event(event):
+        bar.total = event["total_steps"]
+        bar.update(event["step"] - bar.n)
+        if event["loss"] is not None:
+            bar.set_postfix(loss=f"{event['loss']:.4f}", acc=f"{event['train_acc']:.3f}", refresh=False)
+        if event["event"] == "eval":
+            line = f"step {event['step']}/{event['total_steps']}: eval accuracy {event['eval_acc']:.4f}, loss {event['loss']:.4f}"
+            bar.write(line) if not bar.disable else print(line, flush=True)
+
+    try:
+        summary = run(config, on_event=on_event, should_stop=stop.is_set)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous_handler)
+    if rank0:
+        final, best = (f"{a:.4f}" if a is not None else "n/a" for a in (summary["final_eval_acc"], summary["best_eval_acc"]))
+        print(
+            f"{summary['stopped_reason']}: {summary['steps_done']} steps, eval accuracy {final} (best {best}), "
+            f"{summary['trainable_params']:,} trainable parameters, {summary['examples_per_s'] or 0:.1f} examples/s, "
+            f"{summary['wall_time_s']:.1f} s on {summary['device']} x{summary['world_size']} processes\n"
+            f"run directory: {summary['run_dir']}"
+        )
+    return 0 if summary["stopped_reason"] in ("completed", "stopped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The fine-tuning engine on a tiny BERT built from a config (random weights, no downloads) and a
+small synthetic topic dataset: events, stopping, guards, seeds, run directories, the CLI."""
+import csv
+import json
+import math
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from surm_core import load_adapter, load_model
+from surm_core.finetune import FinetuneConfig, run, weights_digest
+from surm_core.finetune import engine
+from surm_core.finetune.__main__ import main, parse_hparam
+
+TOPICS = {
+    "sport": "match goal team coach",
+    "music": "song album band concert",
+    "money": "market bank price shares",
+    "politics": "vote party minister election",
+}
+COMMON = "the a of today news report".split()
+EVENT_KEYS = {"event", "step", "total_steps", "loss", "train_acc", "eval_acc", "trainable_params", "examples_per_s", "elapsed_s", "device"}
+HIDDEN, LAYERS = 32, 2
+
+
+def make_tiny_model(directory) -> str:
+    """A 2-layer BERT (hidden 32, no dropout) with a WordPiece vocabulary of the topic words."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + " ".join(TOPICS.values()).split() + COMMON
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, initializer_range=0.2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    return str(directory)
+
+
+def write_topics_csv(path, rows_per_topic=50) -> str:
+    rng = random.Random(0)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(rows_per_topic):
+            for label, words in TOPICS.items():
+                writer.writerow([" ".join(rng.choice(words.split() + COMMON) for _ in range(8)), label])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"model": make_tiny_model(root / "model"), "dataset": write_topics_csv(root / "topics.csv")}
+
+
+def config_for(tiny, **overrides) -> FinetuneConfig:
+    settings = dict(model=tiny["model"], dataset=tiny["dataset"], method="lowrank", hparams={"r": 2, "alpha": 2},
+                    steps=30, batch_size=16, lr=1e-2, eval_every=10)
+    return FinetuneConfig(**{**settings, **overrides})
+
+
+def read_metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "examples_per_s")} for r in records]
+
+
+# -- a whole run --------------------------------------------------------------------------------
+def test_events_summary_and_run_directory(tiny, tmp_path):
+    events = []
+    config = config_for(tiny, out_dir=str(tmp_path / "run"))
+    summary = run(config, on_event=events.append)
+    run_dir = tmp_path / "run"
+    records = read_metrics(run_dir)
+
+    assert all(set(r) == EVENT_KEYS for r in records[:-1]) and set(records[-1]) == EVENT_KEYS | {"reason"}
+    assert [r["step"] for r in records[:-1]] == list(range(1, 31))
+    assert [r["step"] for r in records if r["event"] == "eval"] == [10, 20, 30]
+    assert all((r["eval_acc"] is None) == (r["event"] == "step") for r in records[:-1])
+    assert records[-1]["event"] == "done" and records[-1]["reason"] == "completed"
+    # what on_event got is a subset of the file, in order, with every evaluation and the end
+    assert events == [r for r in records if r in events]
+    assert [e for e in events if e["event"] != "step"] == [r for r in records if r["event"] != "step"]
+
+    # 2 layers × (query, value) × r(d_in + d_out), plus the 4-way classifier
+    assert summary["trainable_params"] == LAYERS * 2 * 2 * (HIDDEN + HIDDEN) + (HIDDEN * 4 + 4)
+    assert summary["adapter_params"] == LAYERS * 2 * 2 * (HIDDEN + HIDDEN)
+    assert all(r["trainable_params"] == summary["trainable_params"] and r["device"] == "cpu" for r in records)
+    eval_rows = summary["eval_rows"]
+    assert eval_rows == 40 and summary["train_rows"] == 160
+    accs = [r["eval_acc"] for r in records if r["event"] == "eval"]
+    assert all(round(a * eval_rows) == pytest.approx(a * eval_rows) for a in accs)
+    assert summary["final_eval_acc"] == accs[-1] and summary["best_eval_acc"] == max(accs)
+    assert summary["final_eval_acc"] > 0.5  # chance is 0.25: the run learned something
+    assert records[-2]["loss"] < records[0]["loss"]
+    assert summary["stopped_reason"] == "completed" and summary["steps_done"] == 30
+    assert summary["labels"] == ["money", "music", "politics", "sport"]
+    assert summary["config"] == config.to_dict() and summary["run_dir"] == str(run_dir)
+    assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "metrics.jsonl", "summary.json"]
+
+    # The saved adapter, loaded into a fresh base model, is exactly what was trained.
+    fresh, _ = load_model(tiny["model"], num_labels=4)
+    load_adapter(fresh, run_dir / "adapter")
+    assert weights_digest(fresh) == summary["weights_sha256"][0]
+    untrained, _ = load_model(tiny["model"], num_labels=4)
+    assert weights_digest(untrained) != summary["weights_sha256"][0]
+
+
+def test_event_rate_is_bounded_but_evaluations_and_the_end_always_arrive(tmp_path, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: now[0])
+    received = []
+    with engine.EventLog(tmp_path, received.append) as log:
+        for t, kind in [(0.0, "step"), (0.05, "step"), (0.06, "eval"), (0.09, "step"), (0.16, "step"), (0.2, "step"),
+                        (0.27, "step"), (0.28, "done")]:
+            now[0] = t
+            log.emit({"event": kind, "t": t})
+    assert [e["t"] for e in received] == [0.0, 0.06, 0.16, 0.27, 0.28]
+    assert len(read_metrics(tmp_path)) == 8
+
+
+def test_forwarded_step_events_are_at_least_a_tenth_of_a_second_apart(tiny):
+    events = []
+    run(config_for(tiny, method="head-only", hparams=None, steps=40, eval_every=1000), on_event=events.append)
+    times = [e["elapsed_s"] for e in events if e["event"] == "step"]
+    assert all(b - a >= 1 / engine.MAX_EVENTS_PER_S - 0.005 for a, b in zip(times, times[1:]))
+    assert events[-1]["event"] == "done" and events[-2]["event"] == "eval" and events[-2]["step"] == 40
+
+
+# -- stopping and guards ------------------------------------------------------------------------
+def test_should_stop_ends_the_run_within_one_step_and_keeps_what_it_reached(tiny, tmp_path):
+    reached = []
+    summary = run(
+        config_for(tiny, eval_every=4, out_dir=str(tmp_path / "run")),
+        on_event=lambda e: reached.append(e["step"]),
+        should_stop=lambda: 4 in reached,
+    )
+    assert summary["stopped_reason"] == "stopped" and summary["steps_done"] == 4
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 4] and records[-1]["reason"] == "stopped"
+    assert summary["final_eval_acc"] == records[3]["eval_acc"]
+    fresh, _ = load_model(tiny["model"], num_labels=4)
+    load_adapter(fresh, tmp_path / "run" / "adapter")
+    assert weights_digest(fresh) == summary["weights_sha256"][0]
+
+
+def test_stop_before_the_first_step(tiny):
+    summary = run(config_for(tiny), should_stop=lambda: True)
+    assert summary["stopped_reason"] == "stopped" and summary["steps_done"] == 0
+    assert summary["final_eval_acc"] is None and summary["best_eval_acc"] is None
+
+
+def test_non_finite_loss_stops_the_run_before_its_update(tiny, tmp_path):
+    events = []
+    summary = run(config_for(tiny, lr=1e30, out_dir=str(tmp_path / "run")), on_event=events.append)
+    reason = summary["stopped_reason"]
+    assert reason.startswith("non-finite loss at step ")
+    bad_step = int(reason.rsplit(" ", 1)[1])
+    assert summary["steps_done"] == bad_step - 1
+    records = read_metrics(tmp_path / "run")
+    assert all(math.isfinite(r["loss"]) for r in records[:-1])
+    assert records[-1] == {**records[-1], "event": "done", "reason": reason, "step": bad_step - 1}
+    assert events[-1]["reason"] == reason
+    # broken weights are not kept, the record of the run is
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.jsonl", "summary.json"]
+
+
+def test_out_of_memory_is_reported_as_such(tiny, tmp_path, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine.F, "cross_entropy", no_memory)
+    monkeypatch.setattr(engine.torch.cuda, "empty_cache", lambda: None)
+    summary = run(config_for(tiny, out_dir=str(tmp_path / "run")))
+    assert summary["stopped_reason"] == "CUDA out of memory at step 1: lower the batch size or the max length"
+    assert summary["steps_done"] == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_reason"] == summary["stopped_reason"]
+
+
+# -- reproducibility ----------------------------------------------------------------------------
+def test_same_seed_same_metrics_other_seed_other_metrics(tiny, tmp_path):
+    def metrics(name, seed):
+        summary = run(config_for(tiny, method="circulant", hparams=None, steps=8, eval_every=4, seed=seed,
+                                 out_dir=str(tmp_path / name)))
+        return without_timing(read_metrics(tmp_path / name)), summary["weights_sha256"]
+
+    first, again, other = metrics("a", 3), metrics("b", 3), metrics("c", 4)
+    assert first == again
+    assert [r["loss"] for r in first[0][:-1]] != [r["loss"] for r in other[0][:-1]]
+    assert first[1] != other[1]
+
+
+# -- baselines ----------------------------------------------------------------------------------
+def test_head_only_trains_and_saves_the_classifier_only(tiny, tmp_path):
+    summary = run(config_for(tiny, method="head-only", hparams=None, steps=5, out_dir=str(tmp_path / "run")))
+    assert summary["trainable_params"] == HIDDEN * 4 + 4 and summary["adapter_params"] == 0
+    saved = load_file(tmp_path / "run" / "trainable.safetensors")
+    assert sorted(saved) == ["classifier.bias", "classifier.weight"]
+    untrained, _ = load_model(tiny["model"], num_labels=4)
+    assert not torch.equal(saved["classifier.weight"], untrained.classifier.weight)
+
+
+def test_full_fine_tuning_trains_and_saves_everything(tiny, tmp_path):
+    summary = run(config_for(tiny, method="full", hparams=None, lr=1e-3, steps=5, out_dir=str(tmp_path / "run")))
+    model, _ = load_model(tiny["model"], num_labels=4)
+    assert summary["trainable_params"] == sum(p.numel() for p in model.parameters())
+    saved = load_file(tmp_path / "run" / "trainable.safetensors")
+    assert sorted(saved) == sorted(n for n, _ in model.named_parameters())
+    assert not torch.equal(saved["bert.encoder.layer.0.attention.self.query.weight"],
+                           model.bert.encoder.layer[0].attention.self.query.weight)
+
+
+def test_epochs_replace_steps(tiny):
+    # 160 training rows in batches of 16: 10 batches an epoch
+    summary = run(config_for(tiny, epochs=0.5, eval_every=100))
+    assert summary["steps_done"] == 5
+
+
+def test_budget_sizes_the_adapter(tiny):
+    summary = run(config_for(tiny, method="circulant", hparams=None, budget=64, steps=2))
+    assert summary["adapter_params"] <= LAYERS * 2 * 64
+
+
+# -- bad configurations -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"method": "fourier"}, r"method must be a family \(dense, lowrank, .*\) or one of \('full', 'head-only'\), got 'fourier'"),
+        ({"method": "full", "hparams": None, "budget": 10}, r"method 'full' takes no budget, hparams or target_modules"),
+        ({"steps": 0}, r"steps must be a positive integer, got 0"),
+        ({"batch_size": 2.5}, r"batch_size must be a positive integer, got 2.5"),
+        ({"lr": float("nan")}, r"lr must be a positive finite number, got nan"),
+        ({"lr": 0}, r"lr must be a positive finite number, got 0"),
+        ({"epochs": -1}, r"epochs must be a positive number, got -1"),
+        ({"warmup_ratio": 1}, r"warmup_ratio must be in \[0, 1\), got 1"),
+        ({"device": "tpu"}, r"device must be 'auto', 'cpu' or 'cuda', got 'tpu'"),
+        ({"eval_size": 0}, r"eval_size must be a positive integer, got 0"),
+    ],
+)
+def test_bad_configs_are_refused(tiny, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        config_for(tiny, **overrides)
+
+
+def test_bad_runs_are_refused_before_training(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"batch_size 200 is larger than the training split \(160 rows\)"):
+        run(config_for(tiny, batch_size=200))
+    with pytest.raises(ValueError, match=r"unknown hyperparameter"):
+        run(config_for(tiny, hparams={"rank": 2}))
+    run(config_for(tiny, steps=1, out_dir=str(tmp_path / "run")))
+    with pytest.raises(ValueError, match=r"already holds a run; choose another output directory"):
+        run(config_for(tiny, steps=1, out_dir=str(tmp_path / "run")))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda' was asked for but CUDA is not available"):
+            run(config_for(tiny, device="cuda"))
+
+
+# -- command line -------------------------------------------------------------------------------
+def test_cli_runs_and_reports(tiny, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["--model", tiny["model"], "--dataset", tiny["dataset"], "--family", "lowrank", "--hparams", "r=2", "alpha=2",
+                 "--steps", "4", "--batch-size", "16", "--lr", "1e-2", "--eval-every", "2", "--seed", "1", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["hparams"] == {"r": 2, "alpha": 2} and summary["config"]["seed"] == 1
+    assert "step 2/4: eval accuracy" in printed and "step 4/4: eval accuracy" in printed
+    assert f"completed: 4 steps, eval accuracy {summary['final_eval_acc']:.4f}" in printed
+    assert f"run directory: {out}" in printed
+
+
+def test_cli_errors_are_one_clear_line(tiny, tmp_path, capsys):
+    assert main(["--dataset", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 2
+    assert "error: no dataset file at" in capsys.readouterr().err
+    assert main(["--method", "full", "--budget", "8", "--out", str(tmp_path / "y")]) == 2
+    assert "error: method 'full' takes no budget" in capsys.readouterr().err
+
+
+def test_cli_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ["--family", "--method", "--budget", "--hparams", "--target-modules", "--dataset", "--text-column",
+                   "--label-column", "--model", "--device", "--seed", "--lr", "--batch-size", "--max-length",
+                   "--eval-every", "--eval-size", "--steps", "--epochs", "--warmup-ratio", "--weight-decay", "--out", "torchrun"]:
+        assert option in text
+
+
+def test_parse_hparam():
+    assert parse_hparam("r=8") == ("r", 8)
+    assert parse_hparam("a_shape=(8,8)") == ("a_shape", (8, 8))
+    assert parse_hparam("square=True") == ("square", True)
+    with pytest.raises(Exception, match="expected KEY=VALUE"):
+        parse_hparam("r8")
