@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     bar = tqdm(total=None, unit="step", disable=None if rank0 else True)  # None: off unless a terminal
 
     def on_event(event):
-        bar.total = event["total_steps"]
+        if bar.total is None:  # the first event: the clock starts now, not at model loading
+            bar.reset(total=event["total_steps"])
         bar.update(event["step"] - bar.n)
         if event["loss"] is not None:
             bar.set_postfix(loss=f"{event['loss']:.4f}", acc=f"{event['train_acc']:.3f}", refresh=False)
