@@ -8,6 +8,8 @@ colour), ``trainable_params``, and for ``pareto`` ``final_eval_acc`` (None: not 
 """
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -87,8 +89,10 @@ def parameter_bars(runs, references: dict[str, int] | None = None) -> go.Figure:
                          marker_color=[color(r.get("method")) for r in runs],
                          texttemplate="%{y:.3s}", textposition="outside"))
     for name, count in (references or {}).items():
-        fig.add_hline(y=count, line=dict(color=OTHER_COLOR, dash="dash", width=1),
-                      annotation_text=f"{name}: {count:,}", annotation_position="top left")
+        fig.add_hline(y=count, line=dict(color=OTHER_COLOR, dash="dash", width=1))
+        # annotations on a log axis are placed in log10 units (shapes are not)
+        fig.add_annotation(text=f"{name}: {count:,}", x=0, xref="x domain", xanchor="left",
+                           y=math.log10(count), yanchor="bottom", showarrow=False)
     return fig
 
 
@@ -108,7 +112,7 @@ def pareto(runs) -> go.Figure:
                  yaxis=dict(title="final eval accuracy"))
     fig.add_trace(go.Scatter(x=[_params(r) for r in runs], y=[r["final_eval_acc"] for r in runs],
                              mode="markers+text", text=[_label(r) for r in runs],
-                             textposition="top center", name="runs",
+                             textposition="top center", name="runs", showlegend=False,
                              marker=dict(size=11, color=[color(r.get("method")) for r in runs])))
     front, best = [], float("-inf")
     for r in runs:  # ascending parameters: a run is on the front if it beats every smaller one
