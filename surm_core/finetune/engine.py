@@ -45,9 +45,11 @@ class FinetuneConfig:
       (only the classification head trains). The head always trains.
     * ``steps`` optimizer steps of ``batch_size`` rows (the global batch, split over processes);
       ``epochs``, when set, replaces ``steps`` by ``ceil(epochs · batches per epoch)``.
-    * AdamW at ``lr`` (``None``: 5e-3, or 5e-5 for ``"full"``) with linear warmup over ``warmup_ratio`` of the steps, then linear decay to 0.
+    * AdamW at ``lr`` (``None``: 5e-3, or 5e-5 for ``"full"``) with linear warmup over
+      ``warmup_ratio`` of the steps, then linear decay to 0.
     * ``seed`` fixes the head's initialisation, the adapters', dropout and the batch order: the
-      same seed on the same device gives the same metrics. The train/test split is fixed (80/20,
+      same seed on the same device gives the same metrics (bit for bit on CPU; some CUDA kernels
+      add in a varying order, so there expect the last digits to differ). The split is fixed (80/20,
       stratified) and does not depend on it.
     * ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``; CUDA runs
       in bfloat16 autocast.
