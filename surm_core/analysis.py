@@ -345,25 +345,29 @@ def _project_kronecker(m, W):
 def _project_monarch(m, W):
     # Intermediate j = b·r + t' (after P) is row t = perm[j] % r of L_a, a = perm[j] // r, and
     # column t' of R_b: one rank-1 term per j, coupling input block a with output block b and no
-    # parameter shared with any other term. So W's (b, a) block, restricted to visible rows and
-    # columns, is fitted by its own truncated SVD with as many terms as (b, a) has.
-    k, r = m.hparams["nblocks"], m.hparams["blk_r"]
-    L = W.new_zeros(k, r, m.in_blk)
-    R = W.new_zeros(k, m.out_blk, r)
-    terms: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for j, before in enumerate(m.permutation().tolist()):
-        terms.setdefault((j // r, before // r), []).append((j % r, before % r))
-    for (b, a), pairs in terms.items():
-        rows = torch.arange(m.d_out)[b::k]  # output row o·k + b is block b's row o
-        cols = torch.arange(m.d_in)[a * m.in_blk : (a + 1) * m.in_blk]
-        if rows.numel() == 0 or cols.numel() == 0:
-            continue
-        U, S, Vh = torch.linalg.svd(W[rows][:, cols], full_matrices=False)
-        n = min(len(pairs), S.numel())
-        t_out, t_in = (torch.tensor(idx) for idx in zip(*pairs[:n]))
-        root = S[:n].sqrt()
-        R[b, : rows.numel()][:, t_out] = U[:, :n] * root
-        L[a, t_in, : cols.numel()] = root[:, None] * Vh[:n]
+    # parameter shared with any other term. So W's (b, a) block is fitted by its own truncated
+    # SVD with as many terms as (b, a) has. Zero padding to whole blocks leaves those SVDs' nonzero
+    # terms unchanged and puts zeros where the cropped rows/columns are.
+    k, r, out_blk, in_blk = m.hparams["nblocks"], m.hparams["blk_r"], m.out_blk, m.in_blk
+    padded = W.new_zeros(k * out_blk, k * in_blk)
+    padded[: m.d_out, : m.d_in] = W
+    blocks = padded.reshape(out_blk, k, k, in_blk).permute(1, 2, 0, 3)  # [b, a]: rows o·k + b
+    j = torch.arange(k * r)
+    b, t_out, a, t_in = j // r, j % r, m.permutation() // r, m.permutation() % r
+    pairs, pair = torch.unique(b * k + a, return_inverse=True)
+    counts, term = [0] * len(pairs), []  # term: which of its pair's terms j is
+    for p in pair.tolist():
+        term.append(counts[p])
+        counts[p] += 1
+    term = torch.tensor(term)
+    U, S, Vh = torch.linalg.svd(blocks[pairs // k, pairs % k], full_matrices=False)
+    fits = term < S.shape[-1]  # a pair may have more terms than its block has singular values
+    pair, term, b, t_out, a, t_in = (t[fits] for t in (pair, term, b, t_out, a, t_in))
+    root = S[pair, term].sqrt()[:, None]
+    R = W.new_zeros(k, out_blk, r)
+    L = W.new_zeros(k, r, in_blk)
+    R[b, :, t_out] = U[pair, :, term] * root
+    L[a, t_in] = root * Vh[pair, term]
     return {"L": L, "R": R}
 
 
