@@ -278,6 +278,8 @@ def test_budget_too_small_names_smallest():
         from_budget("lowrank", 768, 768, 1000)
     with pytest.raises(ValueError, match=r"smallest needs 64"):
         from_budget("dense", 8, 8, 63)
+    with pytest.raises(ValueError, match=r"smallest needs 128"):  # one 64-tile, r=1: 2·64
+        from_budget("ldr", 64, 64, 10)
     with pytest.raises(ValueError, match="budget must be a positive integer"):
         from_budget("circulant", 8, 8, 0)
 

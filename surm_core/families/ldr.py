@@ -55,8 +55,12 @@ class LDRMatrix(TiledFFTMatrix):
         return y.flatten(-3, -2).squeeze(-2)
 
     def to_dense(self):
-        tiles = (self.g[..., circulant_index(self.block)] @ skew_circulant(self.h)).sum(dim=2)
-        return self.dense_from_tiles(tiles)
+        # C(g_i) times the explicit S(h_i), column by column: a circulant product is a cyclic
+        # convolution of each column with g (O(n² log n) where the matmul would be O(n³)).
+        n = self.block
+        S = torch.fft.rfft(skew_circulant(self.h), dim=-2)  # (p, q, r, F, n)
+        G = torch.fft.rfft(self.g)[..., None]  # (p, q, r, F, 1)
+        return self.dense_from_tiles(torch.fft.irfft((G * S).sum(dim=2), n=n, dim=-2))
 
     @classmethod
     def candidates(cls, d_out, d_in, budget):

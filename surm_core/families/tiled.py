@@ -111,4 +111,5 @@ class TiledFFTMatrix(StructuredMatrix):
 
     @classmethod
     def smallest(cls, d_out, d_in) -> dict:
-        return min(cls.candidates(d_out, d_in, 0), key=lambda hp: cls.count(d_out, d_in, **hp))
+        blocks = range(1, max(d_out, d_in) + 1)
+        return min(({"block": b, **cls.extra_hparams} for b in blocks), key=lambda hp: cls.count(d_out, d_in, **hp))
