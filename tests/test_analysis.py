@@ -168,12 +168,12 @@ def test_numerical_rank_matches_numpy():
         np.random.default_rng(0).standard_normal((6, 9)),
         make("lowrank", 48, 80, r=3, init="random", seed=0),  # float32: float32's tolerance
     ]
-    for c, rank_one in ((np.ones(n), 1), (np.r_[1.0, -1.0, np.zeros(n - 2)], n - 1)):
+    for c, expected in ((np.ones(n), 1), (np.r_[1.0, -1.0, np.zeros(n - 2)], n - 1)):  # |fft(c)| zeros
         m = make("circulant", n, n).double()
         with torch.no_grad():
             m.c[0, 0] = torch.from_numpy(c)
         cases.append(m)
-        assert numerical_rank(m) == rank_one
+        assert numerical_rank(m) == expected
     kron = build("kronecker", (48, 80), {"a_shape": (4, 8)})
     with torch.no_grad():
         kron.A[1:] = kron.A[:1]  # A of rank 1: rank A ⊗ B = 1 · rank B = 10
