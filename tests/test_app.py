@@ -1,0 +1,345 @@
+"""The explorer app: ``surm_core.session`` directly, then the launched app through ``gradio_client``.
+
+Fine-tuning uses a tiny BERT with a tiny WordPiece vocabulary, saved to a temporary directory (the
+app takes any local model path), and a tiny CSV of two topics.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import random
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+import app
+from surm_core import FAMILIES, from_budget, session
+from surm_core.explain import describe
+from surm_core.finetune import BBC_NEWS, FinetuneConfig
+from surm_core.models import DEFAULT_MODEL
+
+TOPICS = {"sports": ["goal", "match", "team", "score", "coach"],
+          "business": ["market", "shares", "profit", "bank", "trade"]}
+
+
+# -- tiny model, data and a served app (shared with test_browser.py) -------------------------------
+def tiny_model(path) -> str:
+    """A 1-layer BERT (hidden 16) whose WordPiece vocabulary holds the topic words, saved to ``path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for ws in TOPICS.values() for w in ws]
+    vocab = {w: i for i, w in enumerate(words)}
+    tokenizer = BertTokenizerFast(vocab=vocab)
+    assert "[UNK]" not in tokenizer.tokenize(" ".join(words[5:]))  # the topic words are whole tokens
+    tokenizer.save_pretrained(path)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    BertForSequenceClassification(config).save_pretrained(path)
+    return str(path)
+
+
+def tiny_csv(path, rows_per_topic: int = 30) -> str:
+    """Texts of six words drawn from one topic's words, labelled with that topic."""
+    rng = random.Random(0)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for _ in range(rows_per_topic):
+            for topic, words in TOPICS.items():
+                writer.writerow([" ".join(rng.choice(words) for _ in range(6)), topic])
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_app(runs_dir):
+    """The app served on 127.0.0.1 at a free port, as ``python app.py`` serves it; yields its URL."""
+    port = free_port()
+    demo = app.serve("127.0.0.1", port, runs_dir=runs_dir, block=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spin-waiting makes
+    them many times slower (the served app trains in this process)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return tiny_model(root / "model"), tiny_csv(root / "topics.csv")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def url(runs_dir):
+    with served_app(runs_dir) as url:
+        yield url
+
+
+@pytest.fixture
+def client(url, tmp_path):
+    return Client(url, verbose=False, download_files=str(tmp_path))
+
+
+# -- command line ----------------------------------------------------------------------------------
+def test_serves_on_localhost_7860_unless_flags_or_environment_say_otherwise(monkeypatch):
+    for name in ("SURM_HOST", "SURM_PORT", "SURM_SHARE"):
+        monkeypatch.delenv(name, raising=False)
+    args = app.parse_args([])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+    monkeypatch.setenv("SURM_HOST", "0.0.0.0")
+    monkeypatch.setenv("SURM_PORT", "8080")
+    monkeypatch.setenv("SURM_SHARE", "1")
+    args = app.parse_args([])
+    assert (args.host, args.port, args.share) == ("0.0.0.0", 8080, True)
+    args = app.parse_args(["--host", "127.0.0.2", "--port", "9000"])
+    assert (args.host, args.port) == ("127.0.0.2", 9000)
+    monkeypatch.setenv("SURM_PORT", "http")
+    with pytest.raises(SystemExit):  # argparse prints "argument --port: invalid int value: 'http'"
+        app.parse_args([])
+
+
+# -- session: Explore ------------------------------------------------------------------------------
+def test_budget_range_counts_the_smallest_member_and_the_dense_map():
+    assert session.budget_range("lowrank", 64, 32) == (64 + 32, 64 * 32)  # rank 1: r·(d_out + d_in)
+    assert session.budget_range("circulant", 64, 64) == (64, 4096)  # one tile: its first column
+    assert session.clamp_budget("lowrank", 64, 32, 10) == 96
+    assert session.clamp_budget("lowrank", 64, 32, 10**6) == 2048
+    assert session.clamp_budget("lowrank", 64, 32, 500) == 500
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_explore_shows_the_member_from_budget_solves(family):
+    budget = 600 if family != "dense" else 32 * 32
+    result = session.explore(family, 32, 32, budget, seed=3)
+    expected = from_budget(family, 32, 32, budget)
+    assert result.config["hparams"] == expected.hparams
+    assert result.config["num_params"] == expected.num_params <= budget
+    assert result.config["dense_params"] == 32 * 32
+    assert result.explanation == describe(family)
+    # the spectrum overlays LoRA at the same budget (600 ≥ 64 fits rank 9)
+    names = {trace.name for trace in result.spectrum.data}
+    assert any("lowrank" in str(n) for n in names)
+    assert result.eigenvalues is not None
+
+
+def test_explore_stages_answer_a_large_map_first_with_placeholders():
+    quick, complete = session.explore_stages("circulant", 512, 300, 512)
+    assert quick.config == complete.config and quick.heatmap is complete.heatmap
+    assert not quick.spectrum.data and not quick.displacement.data  # "computing…" placeholders
+    assert complete.spectrum.data and complete.displacement.data and complete.eigenvalues is None
+    assert len(list(session.explore_stages("circulant", 256, 256, 256))) == 1  # small: at once
+
+
+def test_explore_rectangular_has_no_eigenvalues():
+    result = session.explore("toeplitz", 48, 16, 100)
+    assert result.eigenvalues is None and result.config["shape"] == [48, 16]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("circulant", 0, 64, 64), "d_out must be a positive integer"),
+    (("circulant", 64, 2048, 64), "d_in = 2048 is larger than the explorer shows"),
+    (("lowrank", 64, 64, 10), "the smallest needs 128"),
+    (("nope", 64, 64, 64), "unknown family"),
+    (("circulant", 64, 64, 64, -1), "seed must be a non-negative integer"),
+    (("circulant", 64, 64, 64, 0, "Z7"), "displacement operator A must be one of"),
+])
+def test_explore_rejects_bad_input_with_a_clear_message(args, message):
+    with pytest.raises(ValueError, match=message):
+        session.explore(*args)
+
+
+# -- session: Fine-tune ----------------------------------------------------------------------------
+def test_finetune_config_defaults_and_baselines(tmp_path):
+    config = session.finetune_config(tmp_path, "", None, "kronecker", 512, 10, 8, 1e-3, 0)
+    assert (config.model, config.dataset, config.budget) == (DEFAULT_MODEL, BBC_NEWS, 512)
+    assert Path(config.out_dir).parent == tmp_path and Path(config.out_dir).is_dir()
+    assert session.run_name(config.to_dict()) == "kronecker 512"
+    full = session.finetune_config(tmp_path, None, "x.csv", "full", 512, 10, 8, 1e-3, 0, " body ", "")
+    assert (full.budget, full.dataset, full.text_column, full.label_column) == (None, "x.csv", "body", None)
+    assert full.out_dir != config.out_dir
+
+
+@pytest.mark.parametrize("args, message", [
+    (("dense", 512, 10, 8, 1e-3, 0), "method must be one of"),
+    (("circulant", 0, 10, 8, 1e-3, 0), "budget must be a positive integer"),
+    (("circulant", 512, 0, 8, 1e-3, 0), "steps must be a positive integer"),
+    (("circulant", 512, 10, 8, -1.0, 0), "lr must be a positive"),
+])
+def test_finetune_config_rejects_bad_settings(tmp_path, args, message):
+    with pytest.raises(ValueError, match=message):
+        session.finetune_config(tmp_path, None, None, *args)
+
+
+def test_job_runs_in_a_thread_and_stops_within_a_step(tiny, tmp_path):
+    model, data = tiny
+    config = FinetuneConfig(model=model, dataset=data, method="circulant", budget=16, steps=10_000,
+                            batch_size=8, eval_every=10_000, out_dir=str(tmp_path / "run"))
+    job = session.FinetuneJob(config).start()
+    while not job.events:
+        assert not job.wait(0.05), job.error
+    job.stop()
+    assert job.wait(60)
+    assert job.summary["stopped_reason"] == "stopped" and 0 < job.summary["steps_done"] < 10_000
+    assert job.status().startswith("Done (stopped): Step")
+    assert 0 < job.progress() < 1
+
+
+def test_job_failure_is_a_message_and_leaves_no_empty_run_dir(tmp_path):
+    run_dir = session.new_run_dir(tmp_path, "circulant 16")
+    config = FinetuneConfig(model=str(tmp_path / "missing"), dataset=BBC_NEWS, method="circulant",
+                            budget=16, out_dir=str(run_dir))
+    job = session.FinetuneJob(config).start()
+    assert job.wait(60)
+    assert job.summary is None and "could not load model" in job.error
+    assert job.status() == f"Failed: {job.error}"
+    assert not run_dir.exists()
+
+
+def test_reference_params_count_lora_r8_and_the_whole_model(tiny):
+    model_dir, _ = tiny
+    full = sum(p.numel() for p in BertForSequenceClassification.from_pretrained(model_dir).parameters())
+    head = 16 * 2 + 2  # the two-way classifier on the 16-wide pooled output
+    lora = 2 * 8 * (16 + 16)  # rank 8 on query and value of the one layer: r·(d_in + d_out) each
+    assert session.reference_params(model_dir, 2) == {"LoRA r=8": lora + head, "full fine-tuning": full}
+
+
+def fake_run(runs_dir, name, method, params, acc, budget=None, model="m", dataset="d.csv"):
+    run_dir = Path(runs_dir) / name
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "adapter.safetensors").write_bytes(b"weights")
+    (run_dir / "metrics.jsonl").write_text("{}\n")
+    summary = {"trainable_params": params, "final_eval_acc": acc, "best_eval_acc": acc, "steps_done": 5,
+               "examples_per_s": 12.345, "wall_time_s": 3.21, "device": "cpu", "stopped_reason": "completed",
+               "labels": ["a", "b"], "run_dir": str(run_dir),
+               "config": {"method": method, "budget": budget, "model": model, "dataset": dataset}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+def test_runs_table_reads_summaries_in_start_order(tmp_path):
+    fake_run(tmp_path, "20250102-000000-lowrank-64", "lowrank", 200, 0.75, 64, dataset="/tmp/x/other.csv")
+    fake_run(tmp_path, "20250101-000000-full", "full", 9000, 0.875)
+    (tmp_path / "20250103-000000-running").mkdir()  # no summary yet: not a finished run
+    runs = session.load_runs(tmp_path)
+    assert [r["dir"] for r in runs] == ["20250101-000000-full", "20250102-000000-lowrank-64"]
+    assert [r["name"] for r in runs] == ["full", "lowrank 64"]
+    rows = session.runs_rows(runs)
+    assert rows[1] == ["20250102-000000-lowrank-64", "lowrank", 200, 0.75, 0.75, 5, 12.3, 3.2, "cpu",
+                       "completed", "m", "other.csv"]
+    assert len(rows[0]) == len(session.RUN_COLUMNS)
+    assert session.comparable(runs, runs[0]) == [runs[0]]
+
+
+def test_package_run_zips_weights_summary_and_metrics(tmp_path):
+    run_dir = fake_run(tmp_path, "20250101-000000-circulant-16", "circulant", 50, 0.5, 16)
+    path = session.package_run(run_dir)
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["adapter/adapter.safetensors", "metrics.jsonl", "summary.json"]
+        assert zf.read("adapter/adapter.safetensors") == b"weights"
+    assert session.package_run(run_dir) == path  # packaging again does not zip the zip
+
+
+# -- the served app --------------------------------------------------------------------------------
+def test_api_explore_returns_the_solved_member_and_its_figures(client):
+    config, heatmap, spectrum, eigen, displacement, explanation = client.predict(
+        "kronecker", 64, 64, 300, 1, "Z1", "Z-1", api_name="/explore")
+    expected = from_budget("kronecker", 64, 64, 300)
+    assert config["num_params"] == expected.num_params and config["hparams"] == json.loads(json.dumps(expected.hparams))
+    for fig in (heatmap, spectrum, eigen, displacement):
+        assert fig["type"] == "plotly" and json.loads(fig["plot"])["data"]
+    assert explanation == describe("kronecker")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("lowrank", 64, 64, 10, 0, "Z1", "Z-1"), "the smallest needs 128"),
+    (("circulant", 5000, 64, 64, 0, "Z1", "Z-1"), "larger than the explorer shows"),
+    (("circulant", 64, 64, 64, 0, "Z1", "nope"), "not in the list of choices"),
+])
+def test_api_explore_bad_input_is_a_message_and_the_app_keeps_serving(client, args, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/explore")
+    assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
+
+
+def finetune_args(tiny, method="circulant", steps=6, dataset=None, model=None):
+    model_dir, data = tiny
+    return (model or model_dir, handle_file(dataset or data), "", "", method, 16, steps, 8, 1e-2, 0)
+
+
+def test_api_finetune_tiny_model_writes_a_run_and_offers_the_adapter(client, tiny, runs_dir):
+    summary, status, live, download, table, bars, front = client.predict(
+        *finetune_args(tiny), api_name="/finetune")
+    assert summary["stopped_reason"] == "completed" and summary["steps_done"] == 6
+    assert Path(summary["run_dir"]).parent == runs_dir
+    assert "Done (completed): Step 6/6 on cpu" in status
+    trace_steps = json.loads(live["plot"])["data"][0]["x"]
+    assert trace_steps[-1] == 6
+    with zipfile.ZipFile(download) as zf:
+        assert "summary.json" in zf.namelist() and any(n.startswith("adapter/") for n in zf.namelist())
+    assert Path(summary["run_dir"]).name in [row[0] for row in table["data"]]
+    assert json.loads(front["plot"])["data"][0]["x"][-1] == summary["trainable_params"]
+
+
+def test_api_finetune_bad_inputs_are_messages_and_the_app_keeps_serving(client, tiny, tmp_path):
+    one_class = tmp_path / "one_class.csv"
+    one_class.write_text("text,label\n" + "goal match,sports\n" * 10, encoding="utf-8")
+    with pytest.raises(AppError, match="single class|one class|only one"):
+        client.predict(*finetune_args(tiny, dataset=str(one_class)), api_name="/finetune")
+    with pytest.raises(AppError, match="could not load model"):
+        client.predict(*finetune_args(tiny, model=str(tmp_path / "no-model")), api_name="/finetune")
+    with pytest.raises(AppError, match="budget must be a positive integer"):
+        client.predict(*finetune_args(tiny)[:5], 0, *finetune_args(tiny)[6:], api_name="/finetune")
+    assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
+
+
+def wait_for(condition, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_api_one_finetune_at_a_time_queue_then_stop(url, tiny, tmp_path):
+    first, second = (Client(url, verbose=False, download_files=str(tmp_path)) for _ in range(2))
+    running = first.submit(*finetune_args(tiny, steps=100_000), api_name="/finetune")
+    wait_for(lambda: running.outputs(), "the first fine-tune to stream progress")
+    # exploring is not held up by the fine-tune (its own concurrency group)
+    assert first.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
+    waiting = second.submit(*finetune_args(tiny, steps=100_000), api_name="/finetune")
+    wait_for(lambda: waiting.status().code.name == "IN_QUEUE", "the second fine-tune to wait in the queue")
+    assert waiting.status().rank == 0  # first in line
+    first.predict(api_name="/stop")
+    summary = running.result(timeout=60)[0]
+    assert summary["stopped_reason"] == "stopped" and summary["steps_done"] < 100_000
+    wait_for(lambda: waiting.outputs(), "the second fine-tune to start")
+    second.predict(api_name="/stop")
+    assert waiting.result(timeout=60)[0]["stopped_reason"] == "stopped"
+    with pytest.raises(AppError, match="No fine-tune of yours is running"):
+        second.predict(api_name="/stop")

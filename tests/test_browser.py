@@ -1,0 +1,141 @@
+"""The explorer in a real browser: Debian's headless Chromium driven by Playwright.
+
+It explores (family and budget changes re-render the plots; a bad size shows a message and the
+page keeps working), compares, and starts a tiny fine-tune whose live plot grows until Stop. A
+screenshot of each tab goes to ``test-artifacts/``; with ``UPDATE_SCREENSHOTS=1`` they are also
+copied to ``docs/screenshots/`` for the README. In CI (``CI`` set) the test never skips.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from surm_core import from_budget
+from test_app import served_app, tiny_csv, tiny_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+#: Long enough for the waits below on a busy 2-core machine, short enough to fail a broken page.
+TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
+                                reason="needs Debian's chromium at /usr/bin/chromium (CI installs it)")
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model trains in this process: see test_app.one_thread
+    with served_app(tmp_path_factory.mktemp("runs")) as url:
+        yield url
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def screenshot(page, name: str) -> None:
+    for close in page.locator("[data-testid=toast-close]").all():  # messages already checked
+        close.click()
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENSHOTS / path.name)
+
+
+def plot(elem_id: str) -> str:
+    """JavaScript for the plotly graph div inside the component ``elem_id``."""
+    return f"document.querySelector('#{elem_id} .js-plotly-plot')"
+
+
+def wait_plot(page, elem_id: str, condition: str = "true", arg=None):
+    """Wait until the plot exists and ``condition`` (JS over ``p``, the graph div, and ``arg``) holds."""
+    page.wait_for_function(f"(arg) => {{ const p = {plot(elem_id)}; return p && p.data && ({condition}); }}",
+                           arg=arg)
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_explore_compare_and_a_live_finetune(page, tmp_path):
+    # Explore: the page loads with circulant at 64 × 64, budget 64.
+    wait_plot(page, "heatmap", "p.layout.title.text.includes('circulant')")
+    for elem_id in ("spectrum", "eigenvalues", "displacement"):
+        wait_plot(page, elem_id)
+    screenshot(page, "explore")
+
+    # Another family re-renders every plot with it.
+    choose(page, "family", "monarch")
+    wait_plot(page, "heatmap", "p.layout.title.text.includes('monarch')")
+    wait_plot(page, "spectrum", "p.data.some(t => String(t.name).includes('monarch'))")
+
+    # Another budget: the solved member changes to what from_budget gives.
+    before = page.evaluate(f"JSON.stringify({plot('heatmap')}.data[0].z)")
+    budget = page.locator("#budget input[type=number]")
+    budget.fill("1024")
+    budget.press("Tab")
+    expected = from_budget("monarch", 64, 64, 1024).num_params
+    page.locator("#solved").get_by_text(str(expected)).first.wait_for()
+    wait_plot(page, "heatmap", "JSON.stringify(p.data[0].z) !== arg", before)
+
+    # A size beyond the explorer's limit is a message in the page, and the page keeps working.
+    d_out = page.locator("#d_out input")
+    d_out.fill("5000")
+    d_out.press("Enter")
+    page.get_by_text("is larger than the explorer shows").first.wait_for()
+    d_out.fill("32")
+    d_out.press("Enter")
+    wait_plot(page, "heatmap", "p.layout.title.text.includes('32')")
+
+    # Compare.
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    wait_plot(page, "curves", "p.data.length >= 2")
+    page.locator("#table").get_by_text("lowrank").first.wait_for()
+    screenshot(page, "compare")
+
+    # Fine-tune a tiny model on a tiny CSV: one short run to the end, then one stopped while its
+    # live plot grows; both land in the runs table.
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#model textarea, #model input").first.fill(tiny_model(tmp_path / "model"))
+    page.locator("#dataset input[type=file]").set_input_files(tiny_csv(tmp_path / "topics.csv"))
+    for elem_id, value in (("ft_budget", "16"), ("steps", "60"), ("batch_size", "8"), ("lr", "0.1")):
+        page.locator(f"#{elem_id} input").fill(value)
+    page.get_by_role("button", name="Start").click()
+    page.locator("#status").get_by_text("Done (completed): Step 60/60").wait_for()
+    wait_plot(page, "pareto", "p.data.length > 0 && p.data[0].x.length === 1")
+
+    choose(page, "method", "lowrank (LoRA)")
+    page.locator("#ft_budget input").fill("64")
+    page.locator("#steps input").fill("100000")
+    page.get_by_role("button", name="Start").click()
+    wait_plot(page, "live", "!p.layout.title.text.includes('done') && p.data.length > 0 && p.data[0].x.length >= 2")
+    seen = page.evaluate(f"{plot('live')}.data[0].x.length")
+    wait_plot(page, "live", "p.data[0].x.length > arg", seen)
+    page.get_by_role("button", name="Stop").click()
+    page.locator("#status").get_by_text("Done (stopped)").wait_for()
+    page.wait_for_function("document.querySelector('#runs').innerText.includes('lowrank-64')")
+    wait_plot(page, "pareto", "p.data[0].x.length === 2")
+    screenshot(page, "finetune")
