@@ -109,7 +109,7 @@ def pareto(runs) -> go.Figure:
     runs.sort(key=lambda r: (_params(r), -r["final_eval_acc"]))
     fig = figure("Accuracy vs trainable parameters (Pareto view)",
                  xaxis=dict(type="log", title="trainable parameters"),
-                 yaxis=dict(title="final eval accuracy"))
+                 yaxis=dict(title="final eval accuracy", range=[0, 1.05]))
     fig.add_trace(go.Scatter(x=[_params(r) for r in runs], y=[r["final_eval_acc"] for r in runs],
                              mode="markers+text", text=[_label(r) for r in runs],
                              textposition="top center", name="runs", showlegend=False,

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..families import FAMILIES
 from .data import BBC_NEWS
 from .engine import BASELINES, FinetuneConfig, run
+from ..runtime import reuse_large_buffers
 
 DEFAULTS = FinetuneConfig()
 
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    reuse_large_buffers()  # this process only trains: let every step reuse its large buffers
 
     # The first Ctrl-C asks the run to stop after its current step (keeping what it reached);
     # a second one interrupts at once.

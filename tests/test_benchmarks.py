@@ -1,0 +1,35 @@
+"""The benchmark scripts run (smoke mode) and their conclusions follow from their numbers."""
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from benchmarks import pareto
+
+
+def test_results_markdown_names_matches_and_factors():
+    rows = [
+        {"method": "lowrank", "label": "r=8", "trainable_params": 80000, "accs": [0.9, 0.92], "mean": 0.91, "std": 0.01},
+        {"method": "circulant", "label": "budget=384", "trainable_params": 8000, "accs": [0.905], "mean": 0.905, "std": 0.0},
+        {"method": "monarch", "label": "budget=384", "trainable_params": 9000, "accs": [0.8], "mean": 0.8, "std": 0.0},
+        {"method": "full", "label": "", "trainable_params": 2e7, "accs": [0.95], "mean": 0.95, "std": 0.0},
+    ]
+    args = SimpleNamespace(steps=10, batch_size=4, max_length=16, eval_size=None, seeds=2, device="cpu")
+    md = pareto.results_markdown(rows, {"lowrank": 3e-3}, args)
+    assert "**circulant** matches at budget=384: 8,000 parameters, 10.0× fewer" in md
+    assert "- monarch: no configuration with fewer parameters reaches it." in md
+    assert "- full: no configuration with fewer parameters reaches it." in md  # more params than LoRA
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium") and not os.environ.get("CI"),
+                    reason="the Pareto PNG is rendered by Debian's chromium (installed by .ci/run)")
+def test_pareto_quick_mode_writes_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pareto.main(["--quick", "--out", str(tmp_path)])
+    runs = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in runs} == {"lowrank", "circulant"}
+    assert all(0 <= r["acc"] <= 1 for r in runs)
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "| lowrank | r=8 | 75,653 |" in md and "| circulant | budget=384 | 6,533 |" in md
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
