@@ -15,20 +15,14 @@ import time
 
 import torch
 
+from benchmarks.bench_apply import CONFIGS as APPLY_CONFIGS
 from surm_core import AdapterConfig, inject
 from surm_core.finetune.data import load_dataset
 from surm_core.models import DEFAULT_MODEL, load_model
 from surm_core.runtime import reuse_large_buffers
 
-CONFIGS = {
-    "lora-r8": ("lowrank", {"r": 8}),
-    "circulant": ("circulant", {}),
-    "toeplitz": ("toeplitz", {}),
-    "symmetric_toeplitz": ("symmetric_toeplitz", {}),
-    "kronecker": ("kronecker", {}),
-    "ldr-r2": ("ldr", {"r": 2}),
-    "monarch-4x4": ("monarch", {"nblocks": 4, "blk_r": 4}),
-}
+# the apply benchmark's configurations, but for dense: full fine-tuning is not an adapter
+CONFIGS = {name: cfg for name, cfg in APPLY_CONFIGS.items() if name != "dense"}
 
 
 def main():
