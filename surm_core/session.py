@@ -40,8 +40,9 @@ MAX_EXPLORE_SIZE = 1024
 #: Shift operators offered for the displacement ``A M − M B`` (``Z_f``: ones below the diagonal,
 #: ``f`` in the top-right corner).
 OPERATORS = ("Z1", "Z-1", "Z0")
-#: Up to this many entries (256 × 256) a whole exploration takes well under half a second here.
-QUICK_CELLS = 256 * 256
+#: Up to this many entries (128 × 128) a whole exploration takes ~0.1 s on a 2-core CPU; above,
+#: the heatmap is shown first and the O(n³) spectral plots follow (seconds at 1024).
+QUICK_CELLS = 128 * 128
 
 
 # -- Explore ---------------------------------------------------------------------------------------
@@ -114,21 +115,16 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
         "num_params": m.num_params, "budget": int(budget),
         "smallest_budget": budget_range(family, d_out, d_in)[0], "dense_params": d_out * d_in,
     }
-    result = Exploration(
-        config=config, heatmap=visualize.heatmap(m),
-        spectrum=empty_figure("Singular values", "computing…"),
-        eigenvalues=empty_figure("Eigenvalues", "computing…") if d_out == d_in else None,
-        displacement=empty_figure("Displacement", "computing…"),
-        explanation=describe(family),
-    )
+    heatmap, explanation = visualize.heatmap(m), describe(family)
     if d_out * d_in > QUICK_CELLS:
-        yield result
-    yield dataclasses.replace(
-        result,
-        spectrum=visualize.spectrum(overlay),
+        yield Exploration(
+            config, heatmap, spectrum=empty_figure("Singular values", "computing…"),
+            eigenvalues=empty_figure("Eigenvalues", "computing…") if d_out == d_in else None,
+            displacement=empty_figure("Displacement", "computing…"), explanation=explanation)
+    yield Exploration(
+        config, heatmap, spectrum=visualize.spectrum(overlay),
         eigenvalues=visualize.eigenvalue_plot(m) if d_out == d_in else None,
-        displacement=visualize.displacement_figure(m, A=A, B=B),
-    )
+        displacement=visualize.displacement_figure(m, A=A, B=B), explanation=explanation)
 
 
 def explore(family: str, d_out: int, d_in: int, budget: int, seed: int = 0,

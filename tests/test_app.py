@@ -154,7 +154,7 @@ def test_explore_stages_answer_a_large_map_first_with_placeholders():
     assert quick.config == complete.config and quick.heatmap is complete.heatmap
     assert not quick.spectrum.data and not quick.displacement.data  # "computing…" placeholders
     assert complete.spectrum.data and complete.displacement.data and complete.eigenvalues is None
-    assert len(list(session.explore_stages("circulant", 256, 256, 256))) == 1  # small: at once
+    assert len(list(session.explore_stages("circulant", 128, 128, 128))) == 1  # small: at once
 
 
 def test_explore_rectangular_has_no_eigenvalues():
