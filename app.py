@@ -72,9 +72,10 @@ def explore_new_layout(family, d_out, d_in, budget, seed, A, B):
 # -- Compare -----------------------------------------------------------------------------------------
 @visible_errors
 def compare(kind, n, budget, seed):
-    """Approximation curves of every family for the target, and the table at one budget."""
-    r = session.compare(kind, n, budget, seed)
-    return r.curves, r.rows
+    """Approximation curves of every family for the target, the table at one budget, and a note
+    (LDR, fitted iteratively, arrives last)."""
+    for r in session.compare_stages(kind, n, budget, seed):
+        yield r.curves, r.rows, r.note
 
 
 # -- Fine-tune ---------------------------------------------------------------------------------------
@@ -163,6 +164,7 @@ def build_app(runs_dir="runs") -> gr.Blocks:
                     compare_seed = gr.Number(0, precision=0, label="seed")
                     compare_btn = gr.Button("Compare", variant="primary")
                 curves = gr.Plot(label="approximation curves", elem_id="curves")
+                compare_note = gr.Markdown(label="note", elem_id="compare_note")
                 table = gr.Dataframe(headers=session.TABLE_COLUMNS, label="families at the table budget",
                                      elem_id="table")
             with gr.Tab("Fine-tune", id="finetune"):
@@ -207,8 +209,10 @@ def build_app(runs_dir="runs") -> gr.Blocks:
               explore_outputs, api_name="explore", **EXPLORE)
         gr.on([demo.load, family.change, d_out.submit, d_in.submit], explore_new_layout, explore_inputs,
               [budget, *explore_outputs], api_visibility="private", **EXPLORE)
+        # Fitting every family at every budget takes seconds: its own group keeps exploring quick.
         gr.on([compare_btn.click, kind.change], compare, [kind, size, table_budget, compare_seed],
-              [curves, table], api_name="compare", **EXPLORE)
+              [curves, table, compare_note], api_name="compare", concurrency_id="compare", concurrency_limit=1,
+              trigger_mode="always_last")
         start.click(finetune, [model, dataset, text_column, label_column, method, ft_budget, steps,
                                batch_size, lr, ft_seed],
                     [summary, status, live, download, runs_table, bars, front],

@@ -21,6 +21,7 @@ from gradio_client.exceptions import AppError
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 import app
+import visualize
 from surm_core import FAMILIES, from_budget, session
 from surm_core.explain import describe
 from surm_core.finetune import BBC_NEWS, FinetuneConfig
@@ -175,6 +176,45 @@ def test_explore_rejects_bad_input_with_a_clear_message(args, message):
         session.explore(*args)
 
 
+# -- session: Compare ------------------------------------------------------------------------------
+def test_compare_budgets_grow_by_four_up_to_the_dense_map():
+    assert session.compare_budgets(24) == [16, 64, 256, 576]
+    assert session.compare_budgets(64) == [16, 64, 256, 1024, 4096]
+
+
+def test_compare_table_rows_match_independent_fits():
+    n, budget = 16, 64
+    result = session.compare("psd", n, budget, seed=2)
+    W = visualize.target_matrix("psd", n, 2)
+    rows = {row[0]: dict(zip(session.TABLE_COLUMNS, row)) for row in result.rows}
+    # lowrank at 64 parameters is rank 64 / (16 + 16) = 2: Eckart–Young's error
+    s = torch.linalg.svdvals(W)
+    assert rows["lowrank"]["params"] == 64 and rows["lowrank"]["rank"] == 2
+    assert rows["lowrank"]["relative error"] == pytest.approx(float(s[2:].norm() / s.norm()), abs=1e-4)
+    # symmetric Toeplitz at 64: sixteen 4 × 4 tiles of 4 parameters; the nearest one takes the
+    # mean of each |i − j| diagonal of each tile
+    assert rows["symmetric_toeplitz"]["hyperparameters"] == "block=4"
+    tiles = W.reshape(4, 4, 4, 4).transpose(1, 2)  # (tile row, tile col, i, j)
+    idx = (torch.arange(4)[:, None] - torch.arange(4)[None, :]).abs()
+    fit = torch.zeros_like(tiles)
+    for k in range(4):
+        fit[..., idx == k] = tiles[..., idx == k].mean(-1, keepdim=True)
+    error = float((tiles - fit).norm() / W.norm())
+    assert rows["symmetric_toeplitz"]["relative error"] == pytest.approx(error, abs=1e-4)
+    assert "dense" not in rows  # 256 parameters do not fit in 64
+    assert {t.name for t in result.curves.data} == set(FAMILIES)
+
+
+def test_compare_shows_ldr_last_and_only_up_to_its_budget_limit():
+    n = 64
+    quick, complete = session.compare_stages("gaussian", n, 4096, seed=0)
+    assert "ldr" not in {t.name for t in quick.curves.data} and quick.note == "ldr: fitting…"
+    ldr = [t for t in complete.curves.data if t.name == "ldr"][0]
+    assert max(ldr.customdata) <= session.LDR_BUDGET_PER_ROW * n < max(session.compare_budgets(n))
+    assert "ldr" not in [row[0] for row in complete.rows]  # 4096 > 32·64: left out of the table
+    assert "up to 2,048 parameters" in complete.note
+
+
 # -- session: Fine-tune ----------------------------------------------------------------------------
 def test_finetune_config_defaults_and_baselines(tmp_path):
     config = session.finetune_config(tmp_path, "", None, "kronecker", 512, 10, 8, 1e-3, 0)
@@ -286,6 +326,13 @@ def test_api_explore_bad_input_is_a_message_and_the_app_keeps_serving(client, ar
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name="/explore")
     assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
+
+
+def test_api_compare_returns_curves_table_and_note(client):
+    curves, table, note = client.predict("psd", 16, 64, 0, api_name="/compare")
+    assert {t["name"] for t in json.loads(curves["plot"])["data"]} == set(FAMILIES)
+    assert table["headers"] == session.TABLE_COLUMNS and len(table["data"]) == len(FAMILIES) - 1  # no dense
+    assert "ldr is fitted iteratively" in note
 
 
 def finetune_args(tiny, method="circulant", steps=6, dataset=None, model=None):

@@ -112,7 +112,8 @@ def test_explore_compare_and_a_live_finetune(page, tmp_path):
     # Compare.
     page.get_by_role("tab", name="Compare").click()
     page.get_by_role("button", name="Compare", exact=True).click()
-    wait_plot(page, "curves", "p.data.length >= 2")
+    page.locator("#compare_note").get_by_text("ldr is fitted iteratively").wait_for()
+    wait_plot(page, "curves", "p.data.some(t => t.name === 'ldr')")
     page.locator("#table").get_by_text("lowrank").first.wait_for()
     screenshot(page, "compare")
 
