@@ -24,14 +24,7 @@ from surm_core.models import default_targets, head_names
 NUM_LABELS = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models gain nothing from threads, and on a busy machine OpenMP's spin-waiting makes
-    them up to 100× slower; restore the setting for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_bert(num_labels=NUM_LABELS, hidden=64):

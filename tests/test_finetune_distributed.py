@@ -10,7 +10,9 @@ import pytest
 
 from surm_core import load_adapter, load_model
 from surm_core.finetune import run, weights_digest
-from test_finetune import config_for, make_tiny_model, one_thread, read_metrics, write_topics_csv  # noqa: F401 (autouse fixture)
+from test_finetune import config_for, make_tiny_model, read_metrics, write_topics_csv
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 ARGS = ["--family", "lowrank", "--hparams", "r=2", "alpha=2", "--steps", "12", "--batch-size", "16",
         "--lr", "1e-2", "--eval-every", "6"]

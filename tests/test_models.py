@@ -24,14 +24,7 @@ from surm_core import (  # noqa: E402
 MINILM_PARAMS = 22_713_216  # BertModel of all-MiniLM-L6-v2 (its model card says 22.7M)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models gain nothing from threads, and on a busy machine OpenMP's spin-waiting makes
-    them up to 100× slower; restore the setting for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
