@@ -76,14 +76,7 @@ def served_app(runs_dir):
         demo.close()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spin-waiting makes
-    them many times slower (the served app trains in this process)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py; the served app trains in this process
 
 
 @pytest.fixture(scope="module")
