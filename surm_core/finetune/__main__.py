@@ -38,6 +38,15 @@ def parse_eval_size(text: str) -> int | None:
     return None if text == "all" else int(text)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where there is none or the help already says it in words."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m surm_core.finetune",
@@ -45,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
         "baselines) and write metrics.jsonl, summary.json and the weights to a run directory. Under "
         "torchrun --nproc_per_node=N it trains with DistributedDataParallel. Ctrl-C stops the run "
         "after the current step and keeps what it reached.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", required=True, help="run directory to create (must not hold a run already)")
     p.add_argument("--model", default=DEFAULTS.model, help="local model directory or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
