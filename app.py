@@ -60,8 +60,16 @@ def visible_errors(fn):
 def explore(family, d_out, d_in, budget, seed, A, B):
     """The solved configuration, heatmap, spectrum, eigenvalues, displacement and explanation
     (for a large map the heatmap first, the spectral plots when computed)."""
+    sent = None
     for r in session.explore_stages(family, d_out, d_in, budget, seed, A, B):
-        yield r.config, r.heatmap, r.spectrum, r.eigenvalues, r.displacement, r.explanation
+        outputs = (r.config, r.heatmap, r.spectrum, r.eigenvalues, r.displacement, r.explanation)
+        # an intermediate stage resends only new figures; the last one sends all (an API caller
+        # gets the last yield as the result)
+        if sent is None or r.complete:
+            yield outputs
+        else:
+            yield tuple(gr.skip() if new is old else new for new, old in zip(outputs, sent))
+        sent = outputs
 
 
 @visible_errors
@@ -73,6 +81,7 @@ def explore_new_layout(family, d_out, d_in, budget, seed, A, B):
                        info=f"{family} needs at least {low:,}; the dense map has {d_out * d_in:,}")
     for outputs in explore(family, d_out, d_in, budget, seed, A, B):
         yield (slider, *outputs)
+        slider = gr.skip()
 
 
 # -- Compare -----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .families import StructuredMatrix, from_budget
 from .families.circulant import CirculantMatrix, circulant_index
 from .families.kronecker import KroneckerMatrix
 from .families.lowrank import LowRankMatrix
-from .families.toeplitz import toeplitz_index
+from .families.toeplitz import SymmetricToeplitzMatrix, toeplitz_index
 
 #: Above this largest side, ``singular_values(m, k)`` runs an iterative solver on the fast forward
 #: instead of a dense SVD.
@@ -63,11 +63,6 @@ def _param(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64)
 
 
-def _single_circulant(M) -> bool:
-    """A square circulant of one tile: exactly C(c), with spectrum fft(c)."""
-    return isinstance(M, CirculantMatrix) and M.p == M.q == 1 and M.d_out == M.d_in
-
-
 def _descending(values: torch.Tensor, count: int) -> torch.Tensor:
     """``values`` sorted descending, padded with zeros (or cut) to ``count``."""
     values = values.sort(descending=True).values[:count]
@@ -78,12 +73,16 @@ def _descending(values: torch.Tensor, count: int) -> torch.Tensor:
 def singular_values(M, k: int | None = None) -> torch.Tensor:
     """Singular values σ_1 ≥ σ_2 ≥ … of M (all ``min(d_out, d_in)`` of them, or the top ``k``).
 
-    Structure first: a one-tile square circulant gives ``|fft(c)|``, Kronecker ``A ⊗ B`` all
-    products ``σ_i(A)·σ_j(B)``, lowrank ``s·B A`` the SVD of the small core ``s·R_B R_Aᵀ`` (from QR
-    of B and Aᵀ). Otherwise a dense SVD, except above ``ITERATIVE_ABOVE`` on a side with ``k``
-    given (``k < min(d_out, d_in)``): then scipy's ``svds`` drives the module's fast ``forward``
-    and its adjoint (a matrix is applied as is), never forming the dense matrix. Without ``k`` a
-    large unstructured M is decomposed densely, which may be slow.
+    Structure first: a circulant of whole tiles gives the singular values of its ``block`` small
+    ``p × q`` matrices ``fft(c)[:, :, f]`` (one per frequency f; one tile: ``|fft(c)|``), a
+    one-tile symmetric Toeplitz ``|eigvalsh|``, Kronecker ``A ⊗ B`` all products
+    ``σ_i(A)·σ_j(B)``, lowrank ``s·B A`` the SVD of the small core ``s·R_B R_Aᵀ`` (from QR of B
+    and Aᵀ). Otherwise a dense SVD — of a ``LOW_RANK_SKETCH × d_in`` matrix when a random sketch
+    shows M's numerical rank is below that (then the values under round-off are returned as 0) —
+    except above ``ITERATIVE_ABOVE`` on a side with ``k`` given (``k < min(d_out, d_in)``): then
+    scipy's ``svds`` drives the module's fast ``forward`` and its adjoint (a matrix is applied as
+    is), never forming the dense matrix. Without ``k`` a large unstructured M is decomposed
+    densely, which may be slow.
 
     Returns a float64 tensor, descending.
 
@@ -96,8 +95,11 @@ def singular_values(M, k: int | None = None) -> torch.Tensor:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= count:
             raise ValueError(f"k must be an integer in [1, {count}] for a {d_out} × {d_in} map, got {k!r}")
         count = int(k)
-    if _single_circulant(M):
-        s = torch.fft.fft(_param(M.c[0, 0])).abs()
+    if _whole_tile_circulant(M):
+        # (I ⊗ F) M (I ⊗ F)^H is a p × q grid of diagonals: one p × q matrix per frequency
+        s = torch.linalg.svdvals(_frequency_blocks(M)).flatten()
+    elif _single_symmetric_toeplitz(M):
+        s = torch.linalg.eigvalsh(_dense(M)).abs()
     elif isinstance(M, KroneckerMatrix):
         s = torch.outer(torch.linalg.svdvals(_param(M.A)), torch.linalg.svdvals(_param(M.B))).flatten()
     elif isinstance(M, LowRankMatrix):
@@ -108,8 +110,52 @@ def singular_values(M, k: int | None = None) -> torch.Tensor:
     elif k is not None and max(d_out, d_in) > ITERATIVE_ABOVE and k < min(d_out, d_in):
         s = _top_singular_values(M, k)
     else:
-        s = torch.linalg.svdvals(_dense(M))
+        X = _dense(M)
+        s = _low_rank_singular_values(X)
+        if s is None:
+            s = torch.linalg.svdvals(X)
     return _descending(s, count)
+
+
+#: Columns of the random sketch that :func:`singular_values` tries first on a dense matrix.
+LOW_RANK_SKETCH = 64
+
+
+def _low_rank_singular_values(X: torch.Tensor) -> torch.Tensor | None:
+    """The singular values of X from the range of a random sketch ``X Ω`` when that range holds
+    X up to round-off (X's numerical rank is below ``LOW_RANK_SKETCH``), else None.
+
+    Then ``‖X − Q (Qᵀ X)‖_F ≤ ½·max(rows, cols)·eps·σ_1`` (checked): the spectrum is that of the
+    small ``Qᵀ X``, and what it leaves out (returned as 0) lies below half of numpy's default rank
+    threshold. Costs two thin products, against the ``O(n³)`` dense SVD it replaces
+    (displacement residuals of the FFT families have rank ≤ 2r).
+    """
+    rows, cols = X.shape
+    if min(rows, cols) <= 2 * LOW_RANK_SKETCH:
+        return None
+    omega = torch.randn(cols, LOW_RANK_SKETCH, dtype=X.dtype, generator=torch.Generator().manual_seed(0))
+    Q = torch.linalg.qr(X @ omega).Q
+    core = Q.T @ X
+    s = torch.linalg.svdvals(core)
+    if s[0] == 0 or s[-1] > s[0] * 1e-3:  # sketch is (nearly) full: X has a larger rank
+        return None
+    if (X - Q @ core).norm() > 0.5 * max(rows, cols) * torch.finfo(X.dtype).eps * s[0]:
+        return None
+    return s
+
+
+def _whole_tile_circulant(M) -> bool:
+    """A circulant whose tiles are not cropped (``d_out = p·block``, ``d_in = q·block``)."""
+    return isinstance(M, CirculantMatrix) and M.d_out == M.p * M.block and M.d_in == M.q * M.block
+
+
+def _frequency_blocks(M) -> torch.Tensor:
+    """(block, p, q): the tiles' spectra ``fft(c)`` regrouped per frequency."""
+    return torch.fft.fft(_param(M.c), dim=-1).permute(2, 0, 1)
+
+
+def _single_symmetric_toeplitz(M) -> bool:
+    return isinstance(M, SymmetricToeplitzMatrix) and M.p == M.q == 1 and M.d_out == M.d_in == M.block
 
 
 def _top_singular_values(M, k: int) -> torch.Tensor:
@@ -142,8 +188,12 @@ def _top_singular_values(M, k: int) -> torch.Tensor:
 def eigenvalues(M) -> torch.Tensor:
     """Eigenvalues λ of a square M (M v = λ v), complex128, by decreasing modulus.
 
-    A one-tile circulant C(c) has eigenvalues ``fft(c)`` exactly (its eigenvectors are the Fourier
-    modes); anything else goes through a dense ``eigvals``. ValueError for a non-square M.
+    Structure first: a circulant of whole tiles has the eigenvalues of its ``block`` small
+    ``p × p`` matrices ``fft(c)[:, :, f]`` (one tile: exactly ``fft(c)``, eigenvectors the Fourier
+    modes); a one-tile symmetric Toeplitz is symmetric (``eigvalsh``); ``A ⊗ B`` with square
+    factors has all products ``λ_i(A)·μ_j(B)``; lowrank ``s·B A`` (r < n) the eigenvalues of the
+    r × r ``s·A B`` and zeros. Anything else goes through a dense ``eigvals``. ValueError for a
+    non-square M.
 
     >>> eigenvalues(torch.tensor([[2.0, 0.0], [0.0, -3.0]]))
     tensor([-3.+0.j,  2.+0.j], dtype=torch.complex128)
@@ -151,8 +201,15 @@ def eigenvalues(M) -> torch.Tensor:
     d_out, d_in = _shape(M)
     if d_out != d_in:
         raise ValueError(f"eigenvalues need a square map, got shape ({d_out}, {d_in})")
-    if _single_circulant(M):
-        lam = torch.fft.fft(_param(M.c[0, 0]))
+    if _whole_tile_circulant(M):
+        lam = torch.linalg.eigvals(_frequency_blocks(M)).flatten()
+    elif _single_symmetric_toeplitz(M):
+        lam = torch.linalg.eigvalsh(_dense(M)).to(torch.complex128)
+    elif isinstance(M, KroneckerMatrix) and M.A.shape[0] == M.A.shape[1]:
+        lam = torch.outer(torch.linalg.eigvals(_param(M.A)), torch.linalg.eigvals(_param(M.B))).flatten()
+    elif isinstance(M, LowRankMatrix) and M.hparams["r"] < d_out:
+        core = torch.linalg.eigvals(M.scale * _param(M.A) @ _param(M.B))
+        lam = torch.cat([core, core.new_zeros(d_out - core.numel())])
     else:
         lam = torch.linalg.eigvals(_dense(M))
     return lam[lam.abs().argsort(descending=True, stable=True)]
@@ -165,17 +222,22 @@ def _check_rtol(rtol) -> float:
     return rtol
 
 
-def numerical_rank(M, rtol: float | None = None) -> int:
+def numerical_rank(M, rtol: float | None = None, values: torch.Tensor | None = None) -> int:
     """Number of singular values σ_i > rtol · σ_1 (rank in floating point).
 
     The default ``rtol = max(d_out, d_in) · eps`` (eps of M's dtype) is numpy.linalg.matrix_rank's.
-    Structure-aware through :func:`singular_values` (a 65,536-circulant's rank needs one FFT).
+    Structure-aware through :func:`singular_values` (a 65,536-circulant's rank needs one FFT);
+    ``values``: M's singular values when they are already at hand (a figure that plots them).
 
     >>> numerical_rank(torch.ones(3, 4))
     1
     """
     rtol = max(_shape(M)) * _eps(M) if rtol is None else _check_rtol(rtol)
-    s = singular_values(M)
+    return _count_above(singular_values(M) if values is None else values, rtol)
+
+
+def _count_above(s: torch.Tensor, rtol: float) -> int:
+    """How many of the descending values s exceed rtol · s[0]."""
     return int((s > s[0] * rtol).sum()) if s[0] > 0 else 0
 
 
@@ -240,17 +302,18 @@ def displacement(M, A="Z1", B="Z-1") -> torch.Tensor:
     return _apply(_operator(A, X.shape[0], "A"), X, "A") - _apply(_operator(B, X.shape[1], "B"), X, "B")
 
 
-def displacement_rank(M, A="Z1", B="Z-1", rtol: float | None = None) -> int:
+def displacement_rank(M, A="Z1", B="Z-1", rtol: float | None = None, values: torch.Tensor | None = None) -> int:
     """rank ∇_{A,B}(M) = rank(A M − M B), the :func:`numerical_rank` of :func:`displacement`.
 
     The default ``rtol`` is ``max(d_out, d_in) · eps`` of M's own dtype (so a float32 module is
-    judged at float32 precision although the residual is computed in float64).
+    judged at float32 precision although the residual is computed in float64). ``values``: the
+    residual's singular values when already at hand.
 
     >>> displacement_rank(torch.tensor([[1.0, 5.0, 6.0], [2.0, 1.0, 5.0], [3.0, 2.0, 1.0]]))  # Toeplitz
     2
     """
     rtol = max(_shape(M)) * _eps(M) if rtol is None else _check_rtol(rtol)
-    return numerical_rank(displacement(M, A, B), rtol)
+    return _count_above(singular_values(displacement(M, A, B)) if values is None else values, rtol)
 
 
 # -- nearest member of a family ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ SHAPES = [(7, 7), (64, 64), (48, 80), (63, 65), (96, 40)]
 VARIANTS = {
     "dense": [{}],
     "lowrank": [{}, {"r": 3, "alpha": -6.0}, {"r": 70}],
-    "circulant": [{}, {"block": "third"}],
+    "circulant": [{}, {"block": "third"}, {"block": "whole"}],
     "toeplitz": [{}, {"block": "third"}],
     "symmetric_toeplitz": [{}],
     "kronecker": [{}, {"a_shape": "first_divisors"}],
@@ -39,6 +39,9 @@ def build(family, shape, hp=None, seed=0):
     hp = dict(hp or {})
     if hp.get("block") == "third":
         hp["block"] = max(1, max(shape) // 3)
+    if hp.get("block") == "whole":  # tiles that fit exactly, more than one: the per-frequency path
+        common = math.gcd(*shape)
+        hp["block"] = max(d for d in range(1, common + 1) if common % d == 0 and d < max(shape))
     if hp.get("a_shape") == "first_divisors":
         hp["a_shape"] = tuple(min(k for k in range(2, d + 1) if d % k == 0) if d > 1 else 1 for d in shape)
     return make(family, *shape, init="random", seed=seed, **hp).double()
@@ -76,6 +79,8 @@ def test_singular_values_match_numpy(family, hp, shape):
 @pytest.mark.parametrize("family,hp,shape", [
     ("circulant", {}, (64, 64)),
     ("circulant", {}, (7, 7)),
+    ("circulant", {"block": 16}, (48, 80)),
+    ("circulant", {"block": 1}, (5, 3)),
     ("kronecker", {}, (48, 80)),
     ("kronecker", {"a_shape": (3, 5)}, (63, 65)),
     ("lowrank", {"r": 3, "alpha": -6.0}, (96, 40)),
@@ -183,6 +188,40 @@ def test_numerical_rank_matches_numpy():
         assert numerical_rank(M) == np.linalg.matrix_rank(X), M
         assert numerical_rank(M, rtol=0.3) == np.linalg.matrix_rank(X, rtol=0.3), M
     assert numerical_rank(cases[0]) == 3 and numerical_rank(kron) == 10 and numerical_rank(cases[4]) == 0
+
+
+@pytest.mark.parametrize("shape,rank", [((300, 300), 1), ((400, 257), 5), ((257, 700), 63)])
+def test_low_rank_matrices_take_the_sketch_and_match_numpy(monkeypatch, shape, rank):
+    rng = np.random.default_rng(rank)
+    X = rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, shape[1]))
+    ref = np.linalg.svd(X, compute_uv=False)
+    calls = []
+    real_svdvals = torch.linalg.svdvals
+    monkeypatch.setattr(torch.linalg, "svdvals", lambda A: calls.append(A.shape) or real_svdvals(A))
+    s = singular_values(X)
+    assert calls == [(min(shape[0], analysis.LOW_RANK_SKETCH), shape[1])]  # only the sketch's core
+    assert_svals_close(s, ref)
+    assert bool((s[analysis.LOW_RANK_SKETCH:] == 0).all())  # outside the sketch: exactly 0
+    assert float(s[rank]) < max(shape) * np.finfo(float).eps * ref[0]  # round-off
+    assert numerical_rank(X) == np.linalg.matrix_rank(X) == rank
+
+
+@pytest.mark.parametrize("rank", [64, 200])
+def test_sketch_declines_larger_ranks(rank):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, rank)) @ rng.standard_normal((rank, 300))
+    s = singular_values(X)
+    assert_svals_close(s, np.linalg.svd(X, compute_uv=False))
+    assert numerical_rank(X) == np.linalg.matrix_rank(X) == rank
+
+
+def test_ranks_from_values_at_hand_need_no_svd(monkeypatch):
+    m = build("toeplitz", (40, 40))
+    s, r = singular_values(m), displacement(m)
+    sr = singular_values(r)
+    monkeypatch.setattr(analysis, "singular_values", lambda *a: pytest.fail("recomputed"))
+    assert numerical_rank(m, values=s) == np.linalg.matrix_rank(dense_np(m)) == 40
+    assert displacement_rank(m, values=sr) == 2
 
 
 # -- displacement ---------------------------------------------------------------------------------------

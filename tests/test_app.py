@@ -14,6 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from gradio_client import Client, handle_file
@@ -22,7 +23,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 import app
 import visualize
-from surm_core import FAMILIES, from_budget, session
+from surm_core import FAMILIES, analysis, from_budget, session
 from surm_core.explain import describe
 from surm_core.finetune import BBC_NEWS, FinetuneConfig
 from surm_core.models import DEFAULT_MODEL
@@ -149,6 +150,17 @@ def test_explore_stages_answer_a_large_map_first_with_placeholders():
     assert not quick.spectrum.data and not quick.displacement.data  # "computing…" placeholders
     assert complete.spectrum.data and complete.displacement.data and complete.eigenvalues is None
     assert len(list(session.explore_stages("circulant", 128, 128, 128))) == 1  # small: at once
+
+
+def test_explore_stages_of_a_large_square_map_bring_the_eigenvalues_last():
+    quick, spectral, complete = session.explore_stages("toeplitz", 300, 300, 1200)
+    assert not quick.spectrum.data and not quick.eigenvalues.data
+    assert spectral.spectrum.data and spectral.displacement.data and not spectral.eigenvalues.data
+    assert [quick.complete, spectral.complete, complete.complete] == [False, False, True]
+    assert spectral.heatmap is quick.heatmap and complete.spectrum is spectral.spectrum  # reused
+    m = from_budget("toeplitz", 300, 300, 1200, init="random", seed=0).double()
+    np.testing.assert_allclose(sorted(complete.eigenvalues.data[0].x),
+                               sorted(analysis.eigenvalues(m).real.numpy()), atol=1e-9)
 
 
 def test_explore_rectangular_has_no_eigenvalues():
@@ -300,10 +312,11 @@ def test_package_run_zips_weights_summary_and_metrics(tmp_path):
 
 
 # -- the served app --------------------------------------------------------------------------------
-def test_api_explore_returns_the_solved_member_and_its_figures(client):
+@pytest.mark.parametrize("n", [64, 200])  # 200 × 200 answers in stages, resending only new figures
+def test_api_explore_returns_the_solved_member_and_its_figures(client, n):
     config, heatmap, spectrum, eigen, displacement, explanation = client.predict(
-        "kronecker", 64, 64, 300, 1, "Z1", "Z-1", api_name="/explore")
-    expected = from_budget("kronecker", 64, 64, 300)
+        "kronecker", n, n, 500, 1, "Z1", "Z-1", api_name="/explore")
+    expected = from_budget("kronecker", n, n, 500)
     assert config["num_params"] == expected.num_params and config["hparams"] == json.loads(json.dumps(expected.hparams))
     for fig in (heatmap, spectrum, eigen, displacement):
         assert fig["type"] == "plotly" and json.loads(fig["plot"])["data"]

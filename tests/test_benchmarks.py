@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks import pareto
+from benchmarks import bench_explore, pareto
 
 
 def test_results_markdown_names_matches_and_factors():
@@ -33,3 +33,12 @@ def test_pareto_quick_mode_writes_results(tmp_path, monkeypatch):
     md = (tmp_path / "RESULTS.md").read_text()
     assert "| lowrank | r=8 | 75,653 |" in md and "| circulant | budget=384 | 6,533 |" in md
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_explore_prints_one_row_per_family_and_size(capsys):
+    bench_explore.main(["--sizes", "16", "200", "--reps", "1", "--families", "circulant", "ldr"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("16", "circulant"), ("16", "ldr"), ("200", "circulant"), ("200", "ldr")]
+    for r in rows:
+        answer, spectra, eigen = map(float, r[3:])
+        assert 0 < answer <= spectra <= eigen

@@ -18,7 +18,7 @@ from surm_core.families.kronecker import KroneckerMatrix
 from surm_core.families.monarch import MonarchMatrix
 from surm_core.families.tiled import TiledFFTMatrix
 
-from .style import DIVERGING, GRID_LINE, OTHER_COLOR, TEMPLATE, color, empty_figure, figure
+from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure
 
 #: Heatmaps show at most this many rows and columns; larger matrices are sampled with a stride
 #: (every s-th row and column, exact entries) so the browser gets ~65k numbers, not millions.
@@ -157,7 +157,9 @@ def spectrum(mats: dict, k: int | None = None) -> go.Figure:
     if not mats:
         return empty_figure("Singular values", "Pick a family to see its singular values.")
     values = {name: analysis.singular_values(m, k) for name, m in mats.items()}
-    ranks = {name: analysis.numerical_rank(m) for name, m in mats.items()}
+    # with all values at hand the rank needs no second SVD (k: the rank within the top k)
+    ranks = {name: analysis.numerical_rank(m, values=s) if k is None else analysis.numerical_rank(m)
+             for (name, m), s in zip(mats.items(), values.values())}
     nonzero = [s for s in values.values() if s[0] > 0]
     fig = figure("Singular values (numerical rank dashed)", xaxis=dict(title="index i"),
                  yaxis=dict(type="log", title="σ_i", exponentformat="power"))
@@ -208,7 +210,7 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
     """
     R = analysis.displacement(M, A, B)
     s = analysis.singular_values(R)
-    rank = analysis.displacement_rank(M, A, B)
+    rank = analysis.displacement_rank(M, A, B, values=s)
     a, b = (op if isinstance(op, str) else name for op, name in ((A, "A"), (B, "B")))
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.18,
                         subplot_titles=(f"residual {a}·M − M·{b}", "its singular values"))
@@ -219,7 +221,7 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
     title = f"Displacement of {name_of(M)} under ({a}, {b}): displacement rank {rank}"
     if stride > 1:
         title += f"<br><sub>residual sampled: 1 row and column in {stride} shown</sub>"
-    fig.update_layout(template=TEMPLATE, title=dict(text=title))
+    fig.update_layout(title=dict(text=title))
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
     if s[0] > 0:

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
+#: The look of every figure, made plotly's default on import: a figure that names its template
+#: pays ~20 ms of validation when it is built, one that takes the default gets it when serialized.
 TEMPLATE = "plotly_white"
+pio.templates.default = TEMPLATE
 
 #: Signed entries: blue negative, white zero, red positive (used with ``zmid=0``).
 DIVERGING = "RdBu_r"
@@ -33,8 +37,8 @@ def color(name: str | None) -> str:
 
 
 def figure(title: str, **layout) -> go.Figure:
-    """An empty figure in the explorer's template with ``title``."""
-    return go.Figure(layout=dict(template=TEMPLATE, title=dict(text=title), **layout))
+    """An empty figure (in the default template, ``TEMPLATE``) with ``title``."""
+    return go.Figure(layout=dict(title=dict(text=title), **layout))
 
 
 def empty_figure(title: str, hint: str) -> go.Figure:

@@ -13,7 +13,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import GRID_LINE, OTHER_COLOR, TEMPLATE, color, empty_figure, figure
+from .style import GRID_LINE, OTHER_COLOR, color, empty_figure, figure
 
 
 def _check_dicts(name: str, items) -> list[dict]:
@@ -53,7 +53,7 @@ def training_curves(events) -> go.Figure:
     done = [e for e in events if e.get("event") == "done"]
     if done:
         title += f" (done: {done[-1].get('reason', 'finished')})"
-    fig.update_layout(template=TEMPLATE, title=dict(text=title))
+    fig.update_layout(title=dict(text=title))
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)  # fixed, so the live plot does not jump
     return fig
