@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,7 +37,18 @@ FULL_GRID = {
 }
 LR_GRID = {"full": (2e-5, 5e-5, 1e-4), "head-only": (3e-3, 1e-2, 3e-2)}
 ADAPTER_LRS = (1e-3, 3e-3, 1e-2)
+STRUCTURED = ("circulant", "symmetric_toeplitz", "kronecker", "monarch", "toeplitz", "ldr")
 QUICK_GRID = {"lowrank": [("r=8", None, {"r": 8})], "circulant": [("budget=384", 384, None)]}
+
+
+def spread(configs: list, count: int | None) -> list:
+    """``count`` of ``configs`` (ordered by budget): the smallest, the largest, then evenly between."""
+    if count is None or count >= len(configs):
+        return configs
+    if count == 1:
+        return configs[:1]
+    picks = sorted({round(i * (len(configs) - 1) / (count - 1)) for i in range(count)})
+    return [configs[i] for i in picks]
 
 
 def config_for(method, budget, hparams, lr, seed, args) -> FinetuneConfig:
@@ -45,12 +57,21 @@ def config_for(method, budget, hparams, lr, seed, args) -> FinetuneConfig:
                           eval_size=args.eval_size, device=args.device)
 
 
-def tune_lr(method, budget, hparams, args) -> float:
+def run_once(method, budget, hparams, lr, seed, args, done: dict) -> dict:
+    """The run's summary; a configuration already run (the learning-rate search's seed 0) is not
+    run again: a seed fixes the whole run."""
+    key = (method, budget, json.dumps(hparams), lr, seed)
+    if key not in done:
+        done[key] = run(config_for(method, budget, hparams, lr, seed, args))
+    return done[key]
+
+
+def tune_lr(method, budget, hparams, args, done: dict) -> float:
     """Best final eval accuracy on seed 0 over the method's learning-rate grid."""
     grid = LR_GRID.get(method, ADAPTER_LRS)
     if args.quick:
         return grid[1]
-    scores = {lr: run(config_for(method, budget, hparams, lr, 0, args))["final_eval_acc"] for lr in grid}
+    scores = {lr: run_once(method, budget, hparams, lr, 0, args, done)["final_eval_acc"] for lr in grid}
     print(f"  lr search {method}: " + ", ".join(f"{lr:g}→{acc:.3f}" for lr, acc in scores.items()), flush=True)
     return max(scores, key=scores.get)
 
@@ -75,6 +96,8 @@ def render_png(fig, path: Path) -> None:
 def results_markdown(rows, lrs, args) -> str:
     lines = [
         "# Parameter efficiency on BBC News (all-MiniLM-L6-v2, adapters on query/value)",
+        "",
+        "Made by `" + " ".join(["python -m benchmarks.pareto", *args.argv]) + "`.",
         "",
         f"{args.steps} steps, batch {args.batch_size}, max length {args.max_length}, eval on "
         f"{args.eval_size or 'all'} test rows, {args.seeds} seed(s), device {args.device}. Learning rate tuned per "
@@ -122,24 +145,29 @@ def main(argv=None):
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--eval-size", type=int, default=None, help="test rows to score (default: all 445)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--budgets-per-family", type=int, default=None,
+                    help="keep only this many budgets of each structured family, smallest and largest first "
+                         "(a shorter study; default: all)")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.steps, args.seeds, args.batch_size, args.max_length, args.eval_size = 3, 1, 8, 32, 40
-    grid = QUICK_GRID if args.quick else FULL_GRID
+    grid = QUICK_GRID if args.quick else {m: spread(c, args.budgets_per_family) if m in STRUCTURED else c
+                                          for m, c in FULL_GRID.items()}
     reuse_large_buffers()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows, lrs = [], {}
+    rows, lrs, done = [], {}, {}
     with open(out / "runs.jsonl", "w") as log:
         for method, configs in grid.items():
             # tune on the configuration in the middle of the method's range
             _, budget, hparams = configs[len(configs) // 2]
-            lrs[method] = tune_lr(method, budget, hparams, args)
+            lrs[method] = tune_lr(method, budget, hparams, args, done)
             for label, budget, hparams in configs:
                 accs = []
                 for seed in range(args.seeds):
-                    s = run(config_for(method, budget, hparams, lrs[method], seed, args))
+                    s = run_once(method, budget, hparams, lrs[method], seed, args, done)
                     accs.append(s["final_eval_acc"])
                     log.write(json.dumps({"method": method, "label": label, "seed": seed, "lr": lrs[method],
                                           "trainable_params": s["trainable_params"], "acc": s["final_eval_acc"]}) + "\n")

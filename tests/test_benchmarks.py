@@ -15,8 +15,10 @@ def test_results_markdown_names_matches_and_factors():
         {"method": "monarch", "label": "budget=384", "trainable_params": 9000, "accs": [0.8], "mean": 0.8, "std": 0.0},
         {"method": "full", "label": "", "trainable_params": 2e7, "accs": [0.95], "mean": 0.95, "std": 0.0},
     ]
-    args = SimpleNamespace(steps=10, batch_size=4, max_length=16, eval_size=None, seeds=2, device="cpu")
+    args = SimpleNamespace(steps=10, batch_size=4, max_length=16, eval_size=None, seeds=2, device="cpu",
+                           argv=["--steps", "10"])
     md = pareto.results_markdown(rows, {"lowrank": 3e-3}, args)
+    assert "Made by `python -m benchmarks.pareto --steps 10`." in md
     assert "**circulant** matches at budget=384: 8,000 parameters, 10.0× fewer" in md
     assert "- monarch: no configuration with fewer parameters reaches it." in md
     assert "- full: no configuration with fewer parameters reaches it." in md  # more params than LoRA
@@ -33,6 +35,13 @@ def test_pareto_quick_mode_writes_results(tmp_path, monkeypatch):
     md = (tmp_path / "RESULTS.md").read_text()
     assert "| lowrank | r=8 | 75,653 |" in md and "| circulant | budget=384 | 6,533 |" in md
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spread_keeps_the_ends_first():
+    configs = list("abcdef")
+    assert pareto.spread(configs, None) == configs and pareto.spread(configs, 9) == configs
+    assert pareto.spread(configs, 2) == ["a", "f"] and pareto.spread(configs, 3) == ["a", "c", "f"]
+    assert pareto.spread(configs, 1) == ["a"]
 
 
 def test_bench_explore_prints_one_row_per_family_and_size(capsys):
