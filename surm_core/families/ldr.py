@@ -5,7 +5,7 @@ import torch
 
 from .circulant import circulant_index
 from .fftconv import fft_conv
-from .tiled import TiledFFTMatrix, fft_len
+from .tiled import TiledFFTMatrix
 
 
 def skew_circulant(h: torch.Tensor) -> torch.Tensor:
@@ -21,8 +21,8 @@ class LDRMatrix(TiledFFTMatrix):
     tile (``n = block``), displacement rank ≤ r under (Z1, Z-1), and every n × n matrix of
     displacement rank r has this form: ``r`` dials from circulant-like (r = 1) to any matrix (r = n).
 
-    Applied with FFTs only: S(h)x is a negacyclic convolution (the linear convolution h * x of
-    length 2n − 1, folded as ``z[:n] − z[n:]``), then C(g) a cyclic one.
+    Applied with FFTs only: S(h)x is a negacyclic convolution (``fftconv.negacyclic_fft``: one
+    complex FFT of length n/2 per signal for even n), then C(g) a cyclic one.
 
     >>> m = LDRMatrix(8, 8, r=2, init="random", seed=0)
     >>> m.num_params
@@ -48,10 +48,9 @@ class LDRMatrix(TiledFFTMatrix):
 
     def apply_tiles(self, xt):
         n = self.block
-        # S(h_i) x_j for every tile and term: linear convolutions h * x (length 2n − 1) ...
-        z = fft_conv(xt[..., None, :, None, :], self.h, L=fft_len(2 * n), length=2 * n)  # (..., p, q, r, 2n)
-        s = z[..., :n] - z[..., n:]  # ... folded negacyclically
-        y = fft_conv(s, self.g, L=n, sum_dims=(-3, -2))  # Σ_{j, i} C(g_i) s_ij, (..., p, 1, 1, n)
+        # S(h_i) x_j for every tile and term: negacyclic convolutions (one input transform) ...
+        s = fft_conv(xt[..., None, :, None, :], self.h, L=n, negacyclic=True)  # (..., p, q, r, n)
+        y = fft_conv(s, self.g, L=n, sum_dims=(-3, -2))  # ... then Σ_{j, i} C(g_i) s_ij, (..., p, 1, 1, n)
         return y.flatten(-3, -2).squeeze(-2)
 
     def to_dense(self):
