@@ -109,6 +109,15 @@ def test_explore_compare_and_a_live_finetune(page, tmp_path):
     d_out.press("Enter")
     wait_plot(page, "heatmap", "p.layout.title.text.includes('32')")
 
+    # A large map answers in stages; every plot ends up showing it.
+    for elem_id in ("d_out", "d_in"):
+        page.locator(f"#{elem_id} input").fill("512")
+        page.locator(f"#{elem_id} input").press("Enter")
+    wait_plot(page, "heatmap", "p.layout.title.text.includes('512×512')")
+    for elem_id in ("displacement", "eigenvalues"):  # the spectrum arrives with the displacement
+        wait_plot(page, elem_id, "p.data.length > 0 && p.layout.title.text.includes('512×512')")
+    wait_plot(page, "spectrum", "p.data.length > 0")
+
     # Compare.
     page.get_by_role("tab", name="Compare").click()
     page.get_by_role("button", name="Compare", exact=True).click()
