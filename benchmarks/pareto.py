@@ -36,7 +36,7 @@ FULL_GRID = {
     "full": [("", None, None)],
 }
 LR_GRID = {"full": (2e-5, 5e-5, 1e-4), "head-only": (3e-3, 1e-2, 3e-2)}
-ADAPTER_LRS = (1e-3, 3e-3, 1e-2)
+ADAPTER_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
 STRUCTURED = ("circulant", "symmetric_toeplitz", "kronecker", "monarch", "toeplitz", "ldr")
 QUICK_GRID = {"lowrank": [("r=8", None, {"r": 8})], "circulant": [("budget=384", 384, None)]}
 
