@@ -154,6 +154,18 @@ def _frequency_blocks(M) -> torch.Tensor:
     return torch.fft.fft(_param(M.c), dim=-1).permute(2, 0, 1)
 
 
+def _kronecker_swapped(M) -> torch.Tensor:
+    """For a square ``A ⊗ B`` with non-square factors (a1 × a2, b1 × b2): the smaller of
+    ``(A ⊗ I_b2)(I_a1 ⊗ B)`` (a1·b2 square) and ``(I_a2 ⊗ B)(A ⊗ I_b1)`` (a2·b1 square). Both are
+    ``A ⊗ B`` = X Y with its factors swapped to Y X (mixed products), so their nonzero eigenvalues are
+    ``A ⊗ B``'s."""
+    A, B = _param(M.A), _param(M.B)
+    (a1, a2), (b1, b2) = A.shape, B.shape
+    if a1 * b2 <= a2 * b1:
+        return torch.kron(A, torch.eye(b2, dtype=A.dtype)) @ torch.kron(torch.eye(a1, dtype=A.dtype), B)
+    return torch.kron(torch.eye(a2, dtype=A.dtype), B) @ torch.kron(A, torch.eye(b1, dtype=A.dtype))
+
+
 def _single_symmetric_toeplitz(M) -> bool:
     return isinstance(M, SymmetricToeplitzMatrix) and M.p == M.q == 1 and M.d_out == M.d_in == M.block
 
@@ -191,7 +203,8 @@ def eigenvalues(M) -> torch.Tensor:
     Structure first: a circulant of whole tiles has the eigenvalues of its ``block`` small
     ``p × p`` matrices ``fft(c)[:, :, f]`` (one tile: exactly ``fft(c)``, eigenvectors the Fourier
     modes); a one-tile symmetric Toeplitz is symmetric (``eigvalsh``); ``A ⊗ B`` with square
-    factors has all products ``λ_i(A)·μ_j(B)``; lowrank ``s·B A`` (r < n) the eigenvalues of the
+    factors has all products ``λ_i(A)·μ_j(B)``, with non-square ones those of a smaller product
+    with the factors swapped, and zeros; lowrank ``s·B A`` (r < n) the eigenvalues of the
     r × r ``s·A B`` and zeros. Anything else goes through a dense ``eigvals``. ValueError for a
     non-square M.
 
@@ -207,6 +220,9 @@ def eigenvalues(M) -> torch.Tensor:
         lam = torch.linalg.eigvalsh(_dense(M)).to(torch.complex128)
     elif isinstance(M, KroneckerMatrix) and M.A.shape[0] == M.A.shape[1]:
         lam = torch.outer(torch.linalg.eigvals(_param(M.A)), torch.linalg.eigvals(_param(M.B))).flatten()
+    elif isinstance(M, KroneckerMatrix) and min(_kronecker_swapped(M).shape) < d_out:
+        core = torch.linalg.eigvals(_kronecker_swapped(M))
+        lam = torch.cat([core, core.new_zeros(d_out - core.numel())])
     elif isinstance(M, LowRankMatrix) and M.hparams["r"] < d_out:
         core = torch.linalg.eigvals(M.scale * _param(M.A) @ _param(M.B))
         lam = torch.cat([core, core.new_zeros(d_out - core.numel())])

@@ -155,6 +155,14 @@ def test_eigenvalues_match_numpy(family, hp, n):
     assert_same_spectrum(eigenvalues(m), ref, 1e-8 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("n,a_shape", [(12, (2, 3)), (12, (3, 2)), (48, (6, 8)), (60, (5, 3))])
+def test_kronecker_eigenvalues_with_non_square_factors_from_the_swapped_product(monkeypatch, n, a_shape):
+    m = build("kronecker", (n, n), {"a_shape": a_shape})
+    ref = np.linalg.eigvals(dense_np(m))
+    forbid_dense(monkeypatch, m)
+    assert_same_spectrum(eigenvalues(m), ref, 1e-12 * np.abs(ref).max())
+
+
 def test_circulant_eigenvalues_are_the_fft(monkeypatch):
     m = build("circulant", (33, 33))
     ref = np.fft.fft(m.c[0, 0].detach().numpy())
