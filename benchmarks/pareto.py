@@ -104,6 +104,12 @@ def results_markdown(rows, lrs, args) -> str:
         f"method on seed 0 over {ADAPTER_LRS} for adapters, {LR_GRID['head-only']} head-only, "
         f"{LR_GRID['full']} full; chosen: " + ", ".join(f"{m} {lr:g}" for m, lr in lrs.items()) + ".",
         "",
+    ]
+    head = next((r["trainable_params"] for r in rows if r["method"] == "head-only"), None)
+    if head is not None:
+        lines += ["", f"Trainable parameters include the classifier head ({head:,}), trained by every method."]
+    lines += [
+        "",
         "| method | config | trainable params | accuracy mean | std | seeds |",
         "|---|---|---|---|---|---|",
     ]

@@ -14,11 +14,13 @@ def test_results_markdown_names_matches_and_factors():
         {"method": "circulant", "label": "budget=384", "trainable_params": 8000, "accs": [0.905], "mean": 0.905, "std": 0.0},
         {"method": "monarch", "label": "budget=384", "trainable_params": 9000, "accs": [0.8], "mean": 0.8, "std": 0.0},
         {"method": "full", "label": "", "trainable_params": 2e7, "accs": [0.95], "mean": 0.95, "std": 0.0},
+        {"method": "head-only", "label": "", "trainable_params": 1925, "accs": [0.7], "mean": 0.7, "std": 0.0},
     ]
     args = SimpleNamespace(steps=10, batch_size=4, max_length=16, eval_size=None, seeds=2, device="cpu",
                            argv=["--steps", "10"])
     md = pareto.results_markdown(rows, {"lowrank": 3e-3}, args)
     assert "Made by `python -m benchmarks.pareto --steps 10`." in md
+    assert "include the classifier head (1,925)" in md
     assert "**circulant** matches at budget=384: 8,000 parameters, 10.0× fewer" in md
     assert "- monarch: no configuration with fewer parameters reaches it." in md
     assert "- full: no configuration with fewer parameters reaches it." in md  # more params than LoRA
