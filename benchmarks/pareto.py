@@ -28,8 +28,9 @@ from visualize.training import pareto
 # method -> list of (label, budget, hparams)
 FULL_GRID = {
     "lowrank": [(f"r={r}", None, {"r": r}) for r in (1, 2, 4, 8, 16)],
-    **{fam: [(f"budget={b}", b, None) for b in (384, 768, 1536, 3072)]
-       for fam in ("circulant", "symmetric_toeplitz", "kronecker", "monarch")},
+    **{fam: [(f"budget={b}", b, None) for b in (384, 768, 1536, 3072)] for fam in ("circulant", "symmetric_toeplitz")},
+    # 768 is the smallest Kronecker and Monarch map at 384 × 384; 3072 is MoRe's nblocks=4, blk_r=4
+    **{fam: [(f"budget={b}", b, None) for b in (768, 1536, 3072, 6144)] for fam in ("kronecker", "monarch")},
     "toeplitz": [(f"budget={b}", b, None) for b in (767, 1535, 3069)],
     "ldr": [(f"budget={b}", b, None) for b in (768, 1536, 3072)],
     "head-only": [("", None, None)],
@@ -57,21 +58,41 @@ def config_for(method, budget, hparams, lr, seed, args) -> FinetuneConfig:
                           eval_size=args.eval_size, device=args.device)
 
 
-def run_once(method, budget, hparams, lr, seed, args, done: dict) -> dict:
-    """The run's summary; a configuration already run (the learning-rate search's seed 0) is not
-    run again: a seed fixes the whole run."""
-    key = (method, budget, json.dumps(hparams), lr, seed)
-    if key not in done:
-        done[key] = run(config_for(method, budget, hparams, lr, seed, args))
-    return done[key]
+class Runs:
+    """Every fine-tune of the study, logged to ``runs.jsonl`` as it ends; a configuration already
+    there (the learning-rate search's seed 0, or an earlier run of a resumed study) is not run
+    again: a seed fixes the whole run."""
+
+    def __init__(self, path: Path, args, resume: bool):
+        self.args, self.done = args, {}
+        if resume and path.exists():
+            for record in map(json.loads, path.read_text().splitlines()):
+                self.done[self.key(record["method"], record["budget"], record["hparams"], record["lr"],
+                                   record["seed"])] = record
+        self.log = open(path, "a" if resume else "w")
+
+    @staticmethod
+    def key(method, budget, hparams, lr, seed) -> tuple:
+        return method, budget, json.dumps(hparams), lr, seed
+
+    def get(self, method, label, budget, hparams, lr, seed) -> dict:
+        """The run's record: method, label, budget, hparams, lr, seed, trainable_params, acc."""
+        key = self.key(method, budget, hparams, lr, seed)
+        if key not in self.done:
+            s = run(config_for(method, budget, hparams, lr, seed, self.args))
+            self.done[key] = {"method": method, "label": label, "budget": budget, "hparams": hparams, "lr": lr,
+                              "seed": seed, "trainable_params": s["trainable_params"], "acc": s["final_eval_acc"]}
+            self.log.write(json.dumps(self.done[key]) + "\n")
+            self.log.flush()
+        return self.done[key]
 
 
-def tune_lr(method, budget, hparams, args, done: dict) -> float:
+def tune_lr(method, label, budget, hparams, args, runs: Runs) -> float:
     """Best final eval accuracy on seed 0 over the method's learning-rate grid."""
     grid = LR_GRID.get(method, ADAPTER_LRS)
     if args.quick:
         return grid[1]
-    scores = {lr: run_once(method, budget, hparams, lr, 0, args, done)["final_eval_acc"] for lr in grid}
+    scores = {lr: runs.get(method, label, budget, hparams, lr, 0)["acc"] for lr in grid}
     print(f"  lr search {method}: " + ", ".join(f"{lr:g}→{acc:.3f}" for lr, acc in scores.items()), flush=True)
     return max(scores, key=scores.get)
 
@@ -154,8 +175,10 @@ def main(argv=None):
     ap.add_argument("--budgets-per-family", type=int, default=None,
                     help="keep only this many budgets of each structured family, smallest and largest first "
                          "(a shorter study; default: all)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep <out>/runs.jsonl and run only what it does not hold yet (same settings)")
     args = ap.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
     if args.quick:
         args.steps, args.seeds, args.batch_size, args.max_length, args.eval_size = 3, 1, 8, 32, 40
     grid = QUICK_GRID if args.quick else {m: spread(c, args.budgets_per_family) if m in STRUCTURED else c
@@ -164,24 +187,18 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows, lrs, done = [], {}, {}
-    with open(out / "runs.jsonl", "w") as log:
-        for method, configs in grid.items():
-            # tune on the configuration in the middle of the method's range
-            _, budget, hparams = configs[len(configs) // 2]
-            lrs[method] = tune_lr(method, budget, hparams, args, done)
-            for label, budget, hparams in configs:
-                accs = []
-                for seed in range(args.seeds):
-                    s = run_once(method, budget, hparams, lrs[method], seed, args, done)
-                    accs.append(s["final_eval_acc"])
-                    log.write(json.dumps({"method": method, "label": label, "seed": seed, "lr": lrs[method],
-                                          "trainable_params": s["trainable_params"], "acc": s["final_eval_acc"]}) + "\n")
-                    log.flush()
-                rows.append({"method": method, "label": label, "trainable_params": s["trainable_params"], "accs": accs,
-                             "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)})
-                print(f"{method:<20} {label:<12} {s['trainable_params']:>10,} params  acc {rows[-1]['mean']:.4f} "
-                      f"± {rows[-1]['std']:.4f}", flush=True)
+    rows, lrs = [], {}
+    runs = Runs(out / "runs.jsonl", args, resume=args.resume)
+    for method, configs in grid.items():
+        # tune on the configuration in the middle of the method's range
+        lrs[method] = tune_lr(method, *configs[len(configs) // 2], args, runs)
+        for label, budget, hparams in configs:
+            done = [runs.get(method, label, budget, hparams, lrs[method], seed) for seed in range(args.seeds)]
+            accs = [r["acc"] for r in done]
+            rows.append({"method": method, "label": label, "trainable_params": done[-1]["trainable_params"],
+                         "accs": accs, "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)})
+            print(f"{method:<20} {label:<12} {rows[-1]['trainable_params']:>10,} params  acc {rows[-1]['mean']:.4f} "
+                  f"± {rows[-1]['std']:.4f}", flush=True)
 
     (out / "RESULTS.md").write_text(results_markdown(rows, lrs, args))
     fig = pareto([{"name": f"{r['method']} {r['label']}".strip(), "method": r["method"],

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks import bench_explore, pareto
+from surm_core import from_budget, make
 
 
 def test_results_markdown_names_matches_and_factors():
@@ -53,3 +54,35 @@ def test_bench_explore_prints_one_row_per_family_and_size(capsys):
     for r in rows:
         answer, spectra, eigen = map(float, r[3:])
         assert 0 < answer <= spectra <= eigen
+
+
+def test_every_configuration_of_the_full_study_fits_minilm():
+    # MiniLM's query/value are 384 × 384: a budget below a family's smallest would stop the study
+    for method, configs in pareto.FULL_GRID.items():
+        for label, budget, hparams in configs:
+            if method in pareto.STRUCTURED:
+                assert from_budget(method, 384, 384, budget).num_params <= budget, (method, label)
+            elif method == "lowrank":
+                assert make("lowrank", 384, 384, **hparams).num_params == 768 * hparams["r"]
+
+
+def test_a_resumed_study_runs_only_what_is_missing(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(config):
+        calls.append((config.method, config.lr, config.seed))
+        return {"trainable_params": 10, "final_eval_acc": 0.5 + config.lr}
+
+    monkeypatch.setattr(pareto, "run", fake_run)
+    args = SimpleNamespace(steps=1, batch_size=1, max_length=8, eval_size=None, device="cpu")
+    runs = pareto.Runs(tmp_path / "runs.jsonl", args, resume=False)
+    runs.get("circulant", "budget=384", 384, None, 0.01, 0)
+    runs.get("circulant", "budget=384", 384, None, 0.01, 0)  # the same run: not again
+    assert calls == [("circulant", 0.01, 0)]
+    runs.log.close()
+    resumed = pareto.Runs(tmp_path / "runs.jsonl", args, resume=True)
+    assert resumed.get("circulant", "budget=384", 384, None, 0.01, 0)["acc"] == 0.51
+    resumed.get("circulant", "budget=384", 384, None, 0.01, 1)
+    assert calls == [("circulant", 0.01, 0), ("circulant", 0.01, 1)]
+    resumed.log.close()
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
