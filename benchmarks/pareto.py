@@ -21,8 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import plotly.graph_objects as go
+
 from surm_core.finetune import FinetuneConfig, run
 from surm_core.runtime import reuse_large_buffers
+from visualize.style import color
 from visualize.training import pareto
 
 # method -> list of (label, budget, hparams)
@@ -95,6 +98,20 @@ def tune_lr(method, label, budget, hparams, args, runs: Runs) -> float:
     scores = {lr: runs.get(method, label, budget, hparams, lr, 0)["acc"] for lr in grid}
     print(f"  lr search {method}: " + ", ".join(f"{lr:g}→{acc:.3f}" for lr, acc in scores.items()), flush=True)
     return max(scores, key=scores.get)
+
+
+def study_figure(rows) -> go.Figure:
+    """The app's Pareto view of the mean accuracies, for a page: points without labels (too many
+    to read), a legend of methods, and the accuracy axis zoomed to the runs."""
+    fig = pareto([{"name": f"{r['method']} {r['label']}".strip(), "method": r["method"],
+                   "trainable_params": r["trainable_params"], "final_eval_acc": r["mean"]} for r in rows])
+    fig.update_traces(mode="markers", selector=dict(name="runs"))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=method,
+                                 marker=dict(size=11, color=color(method))))
+    low = min(r["mean"] for r in rows)
+    fig.update_yaxes(range=[low - 0.02, 1.0])
+    return fig
 
 
 def render_png(fig, path: Path) -> None:
@@ -201,9 +218,7 @@ def main(argv=None):
                   f"± {rows[-1]['std']:.4f}", flush=True)
 
     (out / "RESULTS.md").write_text(results_markdown(rows, lrs, args))
-    fig = pareto([{"name": f"{r['method']} {r['label']}".strip(), "method": r["method"],
-                   "trainable_params": r["trainable_params"], "final_eval_acc": r["mean"]} for r in rows])
-    render_png(fig, out / "pareto.png")
+    render_png(study_figure(rows), out / "pareto.png")
     print(f"wrote {out / 'RESULTS.md'} and {out / 'pareto.png'}")
 
 
