@@ -158,7 +158,7 @@ def _kronecker_swapped(M) -> torch.Tensor:
     """For a square ``A ⊗ B`` with non-square factors (a1 × a2, b1 × b2): the smaller of
     ``(A ⊗ I_b2)(I_a1 ⊗ B)`` (a1·b2 square) and ``(I_a2 ⊗ B)(A ⊗ I_b1)`` (a2·b1 square). Both are
     ``A ⊗ B`` = X Y with its factors swapped to Y X (mixed products), so their nonzero eigenvalues are
-    ``A ⊗ B``'s."""
+    ``A ⊗ B``'s. With a1·b1 = a2·b2 = n and b1 ≠ b2, one of them is smaller than n."""
     A, B = _param(M.A), _param(M.B)
     (a1, a2), (b1, b2) = A.shape, B.shape
     if a1 * b2 <= a2 * b1:
@@ -220,7 +220,7 @@ def eigenvalues(M) -> torch.Tensor:
         lam = torch.linalg.eigvalsh(_dense(M)).to(torch.complex128)
     elif isinstance(M, KroneckerMatrix) and M.A.shape[0] == M.A.shape[1]:
         lam = torch.outer(torch.linalg.eigvals(_param(M.A)), torch.linalg.eigvals(_param(M.B))).flatten()
-    elif isinstance(M, KroneckerMatrix) and min(_kronecker_swapped(M).shape) < d_out:
+    elif isinstance(M, KroneckerMatrix):
         core = torch.linalg.eigvals(_kronecker_swapped(M))
         lam = torch.cat([core, core.new_zeros(d_out - core.numel())])
     elif isinstance(M, LowRankMatrix) and M.hparams["r"] < d_out:
