@@ -195,6 +195,8 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true",
                     help="keep <out>/runs.jsonl and run only what it does not hold yet (same settings)")
     args = ap.parse_args(argv)
+    if args.budgets_per_family is not None and args.budgets_per_family < 1:
+        ap.error(f"--budgets-per-family must be at least 1, got {args.budgets_per_family}")
     args.argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
     if args.quick:
         args.steps, args.seeds, args.batch_size, args.max_length, args.eval_size = 3, 1, 8, 32, 40

@@ -47,6 +47,12 @@ def test_spread_keeps_the_ends_first():
     assert pareto.spread(configs, 1) == ["a"]
 
 
+def test_budgets_per_family_below_one_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        pareto.main(["--budgets-per-family", "0", "--out", "unused"])
+    assert "--budgets-per-family must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_bench_explore_prints_one_row_per_family_and_size(capsys):
     bench_explore.main(["--sizes", "16", "200", "--reps", "1", "--families", "circulant", "ldr"])
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
