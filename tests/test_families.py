@@ -349,3 +349,23 @@ def test_negacyclic_convolution_matches_numpy_and_its_gradients(n):
     assert torch.autograd.gradcheck(lambda x, h: fft_conv(x, h, L=n, negacyclic=True), (x, h))
     with pytest.raises(ValueError, match="needs x and k of that length"):
         fft_conv(x, h[:-1] if n > 1 else h.repeat(2), L=n, negacyclic=True)
+
+
+@pytest.mark.parametrize("fam", ["circulant", "toeplitz", "symmetric_toeplitz", "ldr"])
+@pytest.mark.parametrize("block_elements", [1, 100])
+def test_fft_families_in_row_blocks(fam, block_elements, monkeypatch):
+    """On the CPU a batch goes through the transforms in blocks of rows (one row each, or uneven
+    blocks of a few): same values and gradients as the dense map."""
+    from surm_core.families import fftconv
+
+    m = build(fam, (48, 80), VARIANTS[fam][-1])
+    monkeypatch.setattr(fftconv, "_BLOCK_ELEMENTS", block_elements)
+    x = torch.randn(3, 5, 80, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    gy = torch.randn(3, 5, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = m(x)
+    W = m.to_dense()
+    torch.testing.assert_close(y, x @ W.T, rtol=1e-10, atol=1e-10)
+    grads = torch.autograd.grad(y, [x, *m.parameters()], gy)
+    ref = torch.autograd.grad(x @ W.T, [x, *m.parameters()], gy)
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)

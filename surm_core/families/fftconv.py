@@ -20,6 +20,7 @@ backward above carries over unchanged.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,10 +31,11 @@ def _sum_dims(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return t.sum(dim=dims, keepdim=True) if dims else t
 
 
-def _twist(n: int, m: int, like: torch.Tensor) -> torch.Tensor:
-    """θ^j for j < m, θ = e^{iπ/n} (complex, ``like``'s dtype and device)."""
-    angle = torch.arange(m, dtype=torch.float64, device=like.device) * (math.pi / n)
-    return torch.polar(torch.ones_like(angle), angle).to(like.dtype)
+@functools.lru_cache(maxsize=64)
+def _twist(n: int, m: int, sign: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """θ^(sign·j) for j < m, θ = e^{iπ/n} (complex ``dtype``); cached: every block of rows uses it."""
+    angle = torch.arange(m, dtype=torch.float64, device=device) * (sign * math.pi / n)
+    return torch.polar(torch.ones_like(angle), angle).to(dtype)
 
 
 def negacyclic_fft(x: torch.Tensor) -> torch.Tensor:
@@ -45,40 +47,72 @@ def negacyclic_fft(x: torch.Tensor) -> torch.Tensor:
         z = torch.complex(x[..., : n // 2], x[..., n // 2 :])
     else:
         z = torch.complex(x, torch.zeros_like(x))
-    return torch.fft.fft(z * _twist(n, z.shape[-1], z))
+    return torch.fft.fft(z.mul_(_twist(n, z.shape[-1], 1, z.dtype, z.device)))
 
 
 def negacyclic_ifft(X: torch.Tensor, n: int) -> torch.Tensor:
     """The real length-n signal whose :func:`negacyclic_fft` is X."""
-    z = torch.fft.ifft(X) * _twist(n, X.shape[-1], X).conj()
+    z = torch.fft.ifft(X).mul_(_twist(n, X.shape[-1], -1, X.dtype, X.device))
     return torch.cat([z.real, z.imag], dim=-1) if n % 2 == 0 else z.real
+
+
+# The rows of a batch (its tokens) go through the transforms in blocks whose spectra hold ~2^18
+# complex numbers (2 MiB): a block's spectrum, its product with the kernel and the inverse
+# transform's working copy then stay in cache instead of each making a round trip to memory
+# (measured at 4096 × 768, Toeplitz forward: 15.0 → 11.9 ms; the kernel's gradient sum
+# Σ G·conj(X): 6.9 → 3.0 ms). On CUDA one block: there, many small launches would cost more.
+_BLOCK_ELEMENTS = 1 << 17
+
+
+def _row_blocks(rows: int, row_elements: int, device: torch.device) -> list[slice]:
+    step = rows if device.type == "cuda" else max(1, _BLOCK_ELEMENTS // row_elements)
+    return [slice(i, i + step) for i in range(0, rows, step)]
 
 
 class _FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, k, L, start, length, sum_dims, negacyclic):
         forward_fft, inverse_fft = _transforms(L, negacyclic)
-        X = forward_fft(x)
         K = forward_fft(k)
-        y = inverse_fft(_sum_dims(X * K, sum_dims))[..., start : start + length]
+        # rows: x's leading dims that k does not have, flattened
+        batch = max(x.dim() - k.dim(), 0)
+        xb = x.reshape(-1, *x.shape[batch:])
+        prod_shape = torch.broadcast_shapes((1, *xb.shape[1:-1], K.shape[-1]), K.shape)
+        X = torch.empty((*xb.shape[:-1], K.shape[-1]), dtype=K.dtype, device=x.device)
+        y = None
+        for rows in _row_blocks(xb.shape[0], prod_shape.numel(), x.device):
+            X[rows] = Xr = forward_fft(xb[rows])
+            yr = inverse_fft(_sum_dims(Xr * K, sum_dims))[..., start : start + length]
+            if y is None:
+                y = x.new_empty((xb.shape[0], *yr.shape[1:]))
+            y[rows] = yr
         ctx.save_for_backward(X, K)
-        ctx.meta = (L, start, x.shape[-1], k.shape[-1], negacyclic)
-        return y
+        ctx.meta = (L, start, x.shape, k.shape[-1], negacyclic, prod_shape)
+        return y.reshape(*x.shape[:batch], *y.shape[1:])
 
     @staticmethod
     def backward(ctx, gy):
         X, K = ctx.saved_tensors
-        L, start, n_x, n_k, negacyclic = ctx.meta
+        L, start, x_shape, n_k, negacyclic, prod_shape = ctx.meta
         forward_fft, inverse_fft = _transforms(L, negacyclic)
-        if gy.shape[-1] != L:
-            gy = torch.nn.functional.pad(gy, (start, L - start - gy.shape[-1]))
-        G = forward_fft(gy)
-        gx = gk = None
-        if ctx.needs_input_grad[0]:
-            gx = inverse_fft((G * K.conj()).sum_to_size(X.shape))[..., :n_x]
-        if ctx.needs_input_grad[1]:
-            gk = inverse_fft((G * X.conj()).sum_to_size(K.shape))[..., :n_k]
-        return gx, gk, None, None, None, None, None
+        gyb = gy.reshape(X.shape[0], *gy.shape[gy.dim() - len(prod_shape) + 1 :])
+        conj_K = K.conj()
+        in_place = torch.Size((1, *gyb.shape[1:-1], K.shape[-1])) == prod_shape  # G·conj(K) fits in G
+        gx = X.new_empty((*X.shape[:-1], x_shape[-1]), dtype=gy.dtype) if ctx.needs_input_grad[0] else None
+        GX = None
+        for rows in _row_blocks(X.shape[0], prod_shape.numel(), X.device):
+            g = gyb[rows]
+            if g.shape[-1] != L:
+                g = torch.nn.functional.pad(g, (start, L - start - g.shape[-1]))
+            G = forward_fft(g)
+            if ctx.needs_input_grad[1]:  # first: the in-place product below overwrites G
+                part = (G * X[rows].conj()).sum_to_size(K.shape)
+                GX = part if GX is None else GX.add_(part)
+            if gx is not None:
+                GK = G.mul_(conj_K) if in_place else G * conj_K
+                gx[rows] = inverse_fft(GK.sum_to_size(X[rows].shape))[..., : x_shape[-1]]
+        gk = inverse_fft(GX)[..., :n_k] if GX is not None else None
+        return (gx.reshape(x_shape) if gx is not None else None), gk, None, None, None, None, None
 
 
 def _transforms(L: int, negacyclic: bool):

@@ -65,7 +65,8 @@ class TiledFFTMatrix(StructuredMatrix):
     # -- tiling helpers -----------------------------------------------------------------------
     def tiles_in(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d_in) -> (..., q, block), zero-padded."""
-        x = nn.functional.pad(x, (0, self.q * self.block - self.d_in))
+        if self.q * self.block != self.d_in:  # padding by nothing would still copy
+            x = nn.functional.pad(x, (0, self.q * self.block - self.d_in))
         return x.reshape(*x.shape[:-1], self.q, self.block)
 
     def tiles_out(self, y: torch.Tensor) -> torch.Tensor:
