@@ -90,14 +90,25 @@ class Runs:
         return self.done[key]
 
 
-def tune_lr(method, label, budget, hparams, args, runs: Runs) -> float:
-    """Best final eval accuracy on seed 0 over the method's learning-rate grid."""
-    grid = LR_GRID.get(method, ADAPTER_LRS)
+def tune_lr(method, label, budget, hparams, args, runs: Runs) -> tuple[float, list[float]]:
+    """Best final eval accuracy on seed 0 over the method's learning-rate grid, and the rates
+    tried. While the best is at an end of the grid, the grid goes one step further that way (by
+    its end ratio, at most twice): an optimum on the edge says the grid was in the wrong place."""
+    grid = list(LR_GRID.get(method, ADAPTER_LRS))
     if args.quick:
-        return grid[1]
-    scores = {lr: runs.get(method, label, budget, hparams, lr, 0)["acc"] for lr in grid}
-    print(f"  lr search {method}: " + ", ".join(f"{lr:g}→{acc:.3f}" for lr, acc in scores.items()), flush=True)
-    return max(scores, key=scores.get)
+        return grid[1], grid
+    scores = {}
+    for extensions in range(3):
+        scores.update({lr: runs.get(method, label, budget, hparams, lr, 0)["acc"] for lr in grid if lr not in scores})
+        best = max(scores, key=scores.get)
+        if extensions == 2 or best not in (grid[0], grid[-1]):
+            break
+        if best == grid[-1]:
+            grid.append(float(f"{grid[-1] ** 2 / grid[-2]:.0e}"))
+        else:
+            grid.insert(0, float(f"{grid[0] ** 2 / grid[1]:.0e}"))
+    print(f"  lr search {method}: " + ", ".join(f"{lr:g}→{acc:.3f}" for lr, acc in sorted(scores.items())), flush=True)
+    return best, sorted(scores)
 
 
 def study_figure(rows) -> go.Figure:
@@ -139,8 +150,13 @@ def results_markdown(rows, lrs, args) -> str:
         "",
         f"{args.steps} steps, batch {args.batch_size}, max length {args.max_length}, eval on "
         f"{args.eval_size or 'all'} test rows, {args.seeds} seed(s), device {args.device}. Learning rate tuned per "
-        f"method on seed 0 over {ADAPTER_LRS} for adapters, {LR_GRID['head-only']} head-only, "
-        f"{LR_GRID['full']} full; chosen: " + ", ".join(f"{m} {lr:g}" for m, lr in lrs.items()) + ".",
+        f"method on seed 0 (on the middle configuration of its range) over {ADAPTER_LRS} for adapters, "
+        f"{LR_GRID['head-only']} head-only, {LR_GRID['full']} full, a grid extended one step while its best "
+        "rate was at an end.",
+        "",
+        "| method | rates tried | chosen |",
+        "|---|---|---|",
+        *(f"| {m} | {', '.join(f'{lr:g}' for lr in tried)} | {lr:g} |" for m, (lr, tried) in lrs.items()),
         "",
     ]
     head = next((r["trainable_params"] for r in rows if r["method"] == "head-only"), None)
@@ -212,7 +228,7 @@ def main(argv=None):
         # tune on the configuration in the middle of the method's range
         lrs[method] = tune_lr(method, *configs[len(configs) // 2], args, runs)
         for label, budget, hparams in configs:
-            done = [runs.get(method, label, budget, hparams, lrs[method], seed) for seed in range(args.seeds)]
+            done = [runs.get(method, label, budget, hparams, lrs[method][0], seed) for seed in range(args.seeds)]
             accs = [r["acc"] for r in done]
             rows.append({"method": method, "label": label, "trainable_params": done[-1]["trainable_params"],
                          "accs": accs, "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)})

@@ -19,8 +19,9 @@ def test_results_markdown_names_matches_and_factors():
     ]
     args = SimpleNamespace(steps=10, batch_size=4, max_length=16, eval_size=None, seeds=2, device="cpu",
                            argv=["--steps", "10"])
-    md = pareto.results_markdown(rows, {"lowrank": 3e-3}, args)
+    md = pareto.results_markdown(rows, {"lowrank": (3e-3, [1e-3, 3e-3, 1e-2])}, args)
     assert "Made by `python -m benchmarks.pareto --steps 10`." in md
+    assert "| lowrank | 0.001, 0.003, 0.01 | 0.003 |" in md
     assert "include the classifier head (1,925)" in md
     assert "**circulant** matches at budget=384: 8,000 parameters, 10.0× fewer" in md
     assert "- monarch: no configuration with fewer parameters reaches it." in md
@@ -92,3 +93,18 @@ def test_a_resumed_study_runs_only_what_is_missing(tmp_path, monkeypatch):
     assert calls == [("circulant", 0.01, 0), ("circulant", 0.01, 1)]
     resumed.log.close()
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("peak,tried,best", [
+    (0.003, [0.001, 0.003, 0.01, 0.03], 0.003),  # inside the grid: the grid alone
+    (0.04, [0.001, 0.003, 0.01, 0.03, 0.09], 0.03),  # best at the top: one step up (×3), then inside
+    (1.0, [0.001, 0.003, 0.01, 0.03, 0.09, 0.3], 0.3),  # still at the top: at most two steps
+    (8e-4, [0.0003, 0.001, 0.003, 0.01, 0.03], 0.001),  # ... and downward (÷3.3)
+])
+def test_learning_rate_search_follows_an_optimum_on_the_grid_edge(peak, tried, best, monkeypatch):
+    import math
+
+    monkeypatch.setattr(pareto, "run", lambda c: {"trainable_params": 1, "final_eval_acc": -abs(math.log(c.lr / peak))})
+    args = SimpleNamespace(steps=1, batch_size=1, max_length=8, eval_size=None, device="cpu", quick=False)
+    runs = pareto.Runs(os.devnull, args, resume=False)
+    assert pareto.tune_lr("circulant", "budget=384", 384, None, args, runs) == (best, tried)
