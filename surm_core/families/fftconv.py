@@ -16,7 +16,7 @@ skew-circulant product S(k) x) has the same structure in another transform,
 twisted by ``θ^j`` (θ = e^{iπ/n}) turns tⁿ = −1 into a cyclic wrap of length n/2, so one complex
 FFT of length n/2 (the cost of an rfft of length n) diagonalizes it. For real signals the
 transform of the negacyclic reversal (the adjoint) is the complex conjugate, as for rfft, so the
-backward above carries over unchanged.
+same backward formulas hold; LDR (ldr.py) chains both transforms.
 """
 from __future__ import annotations
 
@@ -56,81 +56,70 @@ def negacyclic_ifft(X: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([z.real, z.imag], dim=-1) if n % 2 == 0 else z.real
 
 
-# The rows of a batch (its tokens) go through the transforms in blocks whose spectra hold ~2^18
-# complex numbers (2 MiB): a block's spectrum, its product with the kernel and the inverse
+# The rows of a batch (its tokens) go through the transforms in blocks whose products hold ~2^17
+# complex numbers (1 MiB in complex64): a block's spectrum, its product with the kernel and the inverse
 # transform's working copy then stay in cache instead of each making a round trip to memory
 # (measured at 4096 × 768, Toeplitz forward: 15.0 → 11.9 ms; the kernel's gradient sum
 # Σ G·conj(X): 6.9 → 3.0 ms). On CUDA one block: there, many small launches would cost more.
 _BLOCK_ELEMENTS = 1 << 17
 
 
-def _row_blocks(rows: int, row_elements: int, device: torch.device) -> list[slice]:
+def row_blocks(rows: int, row_elements: int, device: torch.device) -> list[slice]:
+    """Slices of ``rows`` rows, each block's products ~``_BLOCK_ELEMENTS`` complex numbers."""
     step = rows if device.type == "cuda" else max(1, _BLOCK_ELEMENTS // row_elements)
     return [slice(i, i + step) for i in range(0, rows, step)]
 
 
 class _FFTConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, k, L, start, length, sum_dims, negacyclic):
-        forward_fft, inverse_fft = _transforms(L, negacyclic)
-        K = forward_fft(k)
+    def forward(ctx, x, k, L, start, length, sum_dims):
+        K = torch.fft.rfft(k, n=L)
         # rows: x's leading dims that k does not have, flattened
         batch = max(x.dim() - k.dim(), 0)
         xb = x.reshape(-1, *x.shape[batch:])
         prod_shape = torch.broadcast_shapes((1, *xb.shape[1:-1], K.shape[-1]), K.shape)
         X = torch.empty((*xb.shape[:-1], K.shape[-1]), dtype=K.dtype, device=x.device)
         y = None
-        for rows in _row_blocks(xb.shape[0], prod_shape.numel(), x.device):
-            X[rows] = Xr = forward_fft(xb[rows])
-            yr = inverse_fft(_sum_dims(Xr * K, sum_dims))[..., start : start + length]
+        for rows in row_blocks(xb.shape[0], prod_shape.numel(), x.device):
+            X[rows] = Xr = torch.fft.rfft(xb[rows], n=L)
+            yr = torch.fft.irfft(_sum_dims(Xr * K, sum_dims), n=L)[..., start : start + length]
             if y is None:
                 y = x.new_empty((xb.shape[0], *yr.shape[1:]))
             y[rows] = yr
         ctx.save_for_backward(X, K)
-        ctx.meta = (L, start, x.shape, k.shape[-1], negacyclic, prod_shape)
+        ctx.meta = (L, start, x.shape, k.shape[-1], prod_shape)
         return y.reshape(*x.shape[:batch], *y.shape[1:])
 
     @staticmethod
     def backward(ctx, gy):
         X, K = ctx.saved_tensors
-        L, start, x_shape, n_k, negacyclic, prod_shape = ctx.meta
-        forward_fft, inverse_fft = _transforms(L, negacyclic)
+        L, start, x_shape, n_k, prod_shape = ctx.meta
         gyb = gy.reshape(X.shape[0], *gy.shape[gy.dim() - len(prod_shape) + 1 :])
         conj_K = K.conj()
         in_place = torch.Size((1, *gyb.shape[1:-1], K.shape[-1])) == prod_shape  # G·conj(K) fits in G
         gx = X.new_empty((*X.shape[:-1], x_shape[-1]), dtype=gy.dtype) if ctx.needs_input_grad[0] else None
         GX = None
-        for rows in _row_blocks(X.shape[0], prod_shape.numel(), X.device):
+        for rows in row_blocks(X.shape[0], prod_shape.numel(), X.device):
             g = gyb[rows]
             if g.shape[-1] != L:
                 g = torch.nn.functional.pad(g, (start, L - start - g.shape[-1]))
-            G = forward_fft(g)
+            G = torch.fft.rfft(g)
             if ctx.needs_input_grad[1]:  # first: the in-place product below overwrites G
                 part = (G * X[rows].conj()).sum_to_size(K.shape)
                 GX = part if GX is None else GX.add_(part)
             if gx is not None:
                 GK = G.mul_(conj_K) if in_place else G * conj_K
-                gx[rows] = inverse_fft(GK.sum_to_size(X[rows].shape))[..., : x_shape[-1]]
-        gk = inverse_fft(GX)[..., :n_k] if GX is not None else None
-        return (gx.reshape(x_shape) if gx is not None else None), gk, None, None, None, None, None
+                gx[rows] = torch.fft.irfft(GK.sum_to_size(X[rows].shape), n=L)[..., : x_shape[-1]]
+        gk = torch.fft.irfft(GX, n=L)[..., :n_k] if GX is not None else None
+        return (gx.reshape(x_shape) if gx is not None else None), gk, None, None, None, None
 
 
-def _transforms(L: int, negacyclic: bool):
-    if negacyclic:
-        return negacyclic_fft, lambda X: negacyclic_ifft(X, L)
-    return lambda x: torch.fft.rfft(x, n=L), lambda X: torch.fft.irfft(X, n=L)
-
-
-def fft_conv(x, k, L: int, start: int = 0, length: int | None = None, sum_dims: tuple[int, ...] = (),
-             negacyclic: bool = False):
+def fft_conv(x, k, L: int, start: int = 0, length: int | None = None, sum_dims: tuple[int, ...] = ()):
     """``irfft(Σ_{sum_dims} rfft(x, L)·rfft(k, L), L)[..., start:start+length]`` (keepdim sums).
 
     ``x`` and ``k`` broadcast against each other (real, last dim ≤ L); ``sum_dims`` are negative
     dims of the broadcast product, kept as size 1. With ``L = n`` and no crop this is the cyclic
-    convolution ``k ⊛ x``, i.e. the circulant product ``C(k) x``. ``negacyclic``: the negacyclic
-    convolution instead (x and k of length L = n), the skew-circulant product ``S(k) x``.
+    convolution ``k ⊛ x``, i.e. the circulant product ``C(k) x``.
     """
     length = L - start if length is None else length
-    if negacyclic and not x.shape[-1] == k.shape[-1] == L:
-        raise ValueError(f"a negacyclic convolution of length {L} needs x and k of that length")
-    return _FFTConv.apply(x, k.to(x.dtype), L, start, length, tuple(sum_dims), negacyclic)
+    return _FFTConv.apply(x, k.to(x.dtype), L, start, length, tuple(sum_dims))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .circulant import circulant_index
-from .fftconv import fft_conv
+from .fftconv import negacyclic_fft, negacyclic_ifft, row_blocks
 from .tiled import TiledFFTMatrix
 
 
@@ -14,6 +14,49 @@ def skew_circulant(h: torch.Tensor) -> torch.Tensor:
     i = torch.arange(n)
     sign = torch.where(i[:, None] >= i[None, :], 1.0, -1.0).to(h.dtype)
     return h[..., circulant_index(n)] * sign
+
+
+class _LDRProduct(torch.autograd.Function):
+    """``y_i = Σ_{j,t} C(g_ijt) S(h_ijt) x_j`` for tiles (i, j) and terms t, with the hand-written
+    backward of ``fftconv`` (adjoint = product with the conjugate spectrum) through both
+    transforms. Each block of rows goes x → S(h)x → C(g)S(h)x without the middle product
+    leaving the cache (two chained fft_conv calls wrote it to memory and read it back).
+
+    Shapes: x (B, q, n), g and h (p, q, r, n) -> y (B, p, n).
+    """
+
+    @staticmethod
+    def forward(ctx, x, g, h):
+        n = x.shape[-1]
+        H, G = negacyclic_fft(h), torch.fft.rfft(g)
+        X = torch.empty((*x.shape[:-1], H.shape[-1]), dtype=H.dtype, device=x.device)
+        S = torch.empty((x.shape[0], *G.shape), dtype=G.dtype, device=x.device)
+        y = x.new_empty((x.shape[0], g.shape[0], n))
+        for rows in row_blocks(x.shape[0], G[0].numel() * g.shape[0], x.device):
+            X[rows] = Xr = negacyclic_fft(x[rows])
+            S[rows] = Sr = torch.fft.rfft(negacyclic_ifft(Xr[:, None, :, None, :] * H, n))  # S(h)x, (b, p, q, r, F)
+            y[rows] = torch.fft.irfft((Sr * G).sum(dim=(2, 3)), n=n)
+        ctx.save_for_backward(X, S, G, H)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        X, S, G, H = ctx.saved_tensors
+        n = gy.shape[-1]
+        gx = gy.new_empty((*X.shape[:-1], n)) if ctx.needs_input_grad[0] else None
+        gG = gH = 0
+        for rows in row_blocks(X.shape[0], G[0].numel() * G.shape[0], X.device):
+            Gy = torch.fft.rfft(gy[rows])[:, :, None, None, :]  # (b, p, 1, 1, F)
+            if ctx.needs_input_grad[1]:
+                gG = gG + (Gy * S[rows].conj()).sum(0)
+            Gs = negacyclic_fft(torch.fft.irfft(Gy * G.conj(), n=n))  # gradient of S(h)x, transformed
+            if ctx.needs_input_grad[2]:
+                gH = gH + (Gs * X[rows][:, None, :, None, :].conj()).sum(0)
+            if gx is not None:
+                gx[rows] = negacyclic_ifft((Gs * H.conj()).sum(dim=(1, 3)), n)
+        gg = torch.fft.irfft(gG, n=n) if ctx.needs_input_grad[1] else None
+        gh = negacyclic_ifft(gH, n) if ctx.needs_input_grad[2] else None
+        return gx, gg, gh
 
 
 class LDRMatrix(TiledFFTMatrix):
@@ -47,11 +90,9 @@ class LDRMatrix(TiledFFTMatrix):
         return 2 * r * block
 
     def apply_tiles(self, xt):
-        n = self.block
-        # S(h_i) x_j for every tile and term: negacyclic convolutions (one input transform) ...
-        s = fft_conv(xt[..., None, :, None, :], self.h, L=n, negacyclic=True)  # (..., p, q, r, n)
-        y = fft_conv(s, self.g, L=n, sum_dims=(-3, -2))  # ... then Σ_{j, i} C(g_i) s_ij, (..., p, 1, 1, n)
-        return y.flatten(-3, -2).squeeze(-2)
+        rows = xt.reshape(-1, *xt.shape[-2:])
+        y = _LDRProduct.apply(rows, self.g.to(xt.dtype), self.h.to(xt.dtype))
+        return y.reshape(*xt.shape[:-2], *y.shape[-2:])
 
     def to_dense(self):
         # C(g_i) times the explicit S(h_i), column by column: a circulant product is a cyclic
