@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_apply                      # d ∈ {384, 768, 1024, 4096}, N ∈ {512, 4096}
     python -m benchmarks.bench_apply --dims 768 --tokens 4096 --reps 20
+    python -m benchmarks.bench_apply --device cuda --dtype bfloat16
 
 Families are timed in turns within each repetition (dense, LoRA, circulant, ..., then again), so
 a slow period of the machine hits all of them alike; each cell is the median over repetitions.
@@ -18,6 +19,7 @@ import time
 import torch
 
 from surm_core import make
+from surm_core.finetune.engine import pick_device
 from surm_core.runtime import reuse_large_buffers
 
 CONFIGS = {
@@ -32,17 +34,21 @@ CONFIGS = {
 }
 
 
-def time_once(fn) -> float:
+def time_once(fn, device: torch.device) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None  # CUDA runs asynchronously
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
 
 
-def bench(d: int, n_tokens: int, reps: int, names: list[str]):
+def bench(d: int, n_tokens: int, reps: int, names: list[str], device: torch.device, dtype: torch.dtype):
     torch.manual_seed(0)
-    x = torch.randn(n_tokens, d, requires_grad=True)
-    grad_out = torch.randn(n_tokens, d)
-    mods = {name: make(CONFIGS[name][0], d, d, init="random", seed=0, **CONFIGS[name][1]) for name in names}
+    x = torch.randn(n_tokens, d, device=device, dtype=dtype, requires_grad=True)
+    grad_out = torch.randn(n_tokens, d, device=device, dtype=dtype)
+    mods = {name: make(CONFIGS[name][0], d, d, init="random", seed=0, **CONFIGS[name][1]).to(device, dtype)
+            for name in names}
 
     def fwd(m):
         with torch.no_grad():
@@ -56,7 +62,7 @@ def bench(d: int, n_tokens: int, reps: int, names: list[str]):
     times = {name: {"fwd": [], "fwd+bwd": []} for name in names}
     for rep in range(reps + 1):  # the first round warms up caches, FFT plans and the allocator
         for name, m in mods.items():
-            tf, tb = time_once(lambda: fwd(m)), time_once(lambda: fwd_bwd(m))
+            tf, tb = time_once(lambda: fwd(m), device), time_once(lambda: fwd_bwd(m), device)
             if rep:
                 times[name]["fwd"].append(tf)
                 times[name]["fwd+bwd"].append(tb)
@@ -64,21 +70,29 @@ def bench(d: int, n_tokens: int, reps: int, names: list[str]):
     return {name: (mods[name].num_params, med[name]) for name in names}
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dims", type=int, nargs="+", default=[384, 768, 1024, 4096])
     ap.add_argument("--tokens", type=int, nargs="+", default=[512, 4096])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="of inputs and parameters (the FFT families compute in float32 either way)")
     ap.add_argument("--glibc-defaults", action="store_true",
                     help="keep glibc's allocator thresholds (large buffers page-fault on every step)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     names = list(dict.fromkeys(["dense", "lora-r8", *args.families]))
+    try:
+        device, dtype = pick_device(args.device), getattr(torch, args.dtype)
+    except ValueError as e:
+        ap.error(str(e))
 
     allocator = "glibc defaults"
     if not args.glibc_defaults and reuse_large_buffers():
         allocator = "large buffers reused (surm_core.runtime.reuse_large_buffers)"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator}, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, {args.dtype}, allocator: {allocator}, "
           f"median of {args.reps} alternating repetitions")
     header = f"{'d':>5} {'N':>5} {'family':<20} {'params':>9} {'fwd ms':>9} {'/dense':>7} {'/LoRA':>7} " \
              f"{'f+b ms':>9} {'/dense':>7} {'/LoRA':>7}"
@@ -86,7 +100,7 @@ def main():
     print("-" * len(header))
     for d in args.dims:
         for n in args.tokens:
-            res = bench(d, n, args.reps, names)
+            res = bench(d, n, args.reps, names, device, dtype)
             dense, lora = res["dense"][1], res["lora-r8"][1]
             for name, (params, t) in res.items():
                 print(f"{d:>5} {n:>5} {name:<20} {params:>9} "

@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_finetune                 # batch 32, max length 128, query/value
     python -m benchmarks.bench_finetune --reps 10 --families circulant monarch-4x4
+    python -m benchmarks.bench_finetune --device cuda     # bfloat16 autocast, as fine-tuning runs there
 
 This is the number users feel: a whole step (forward, backward, AdamW update) of the packaged
 all-MiniLM-L6-v2 (hidden 384) on BBC News text, adapters on query/value, the classifier head
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from benchmarks.bench_apply import CONFIGS as APPLY_CONFIGS
+from benchmarks.bench_apply import CONFIGS as APPLY_CONFIGS, time_once
 from surm_core import AdapterConfig, inject
 from surm_core.finetune.data import load_dataset
+from surm_core.finetune.engine import pick_device
 from surm_core.models import DEFAULT_MODEL, load_model
 from surm_core.runtime import reuse_large_buffers
 
@@ -25,15 +26,22 @@ from surm_core.runtime import reuse_large_buffers
 CONFIGS = {name: cfg for name, cfg in APPLY_CONFIGS.items() if name != "dense"}
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                    help="auto: CUDA when available; CUDA steps run in bfloat16 autocast")
     ap.add_argument("--glibc-defaults", action="store_true", help="keep glibc's allocator thresholds")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     names = list(dict.fromkeys(["lora-r8", *args.families]))
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        ap.error(str(e))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     allocator = "glibc defaults" if args.glibc_defaults or not reuse_large_buffers() else "large buffers reused"
 
     data = load_dataset("bbc_news")
@@ -43,31 +51,35 @@ def main():
     batch = tokenizer(data.texts[: args.batch_size], truncation=True, max_length=args.max_length,
                       padding="max_length", return_tensors="pt")
     batch["labels"] = torch.tensor(data.labels[: args.batch_size])
+    batch = {k: v.to(device) for k, v in batch.items()}
 
     runs = {}
     for name in names:
         family, hparams = CONFIGS[name]
         model, _ = load_model(DEFAULT_MODEL, num_labels=num_labels)
         inject(model, AdapterConfig(family, ["query", "value"], hparams=hparams, modules_to_save=["classifier"]))
-        model.train()
+        model.to(device).train()
         params = [p for p in model.parameters() if p.requires_grad]
         runs[name] = (model, torch.optim.AdamW(params, lr=1e-3), sum(p.numel() for p in params))
 
     def step(model, opt):
         opt.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
         opt.step()
 
     times = {name: [] for name in names}
     for rep in range(args.reps + 1):  # round 0 warms up
         for name, (model, opt, _) in runs.items():
-            t0 = time.perf_counter()
-            step(model, opt)
+            t = time_once(lambda: step(model, opt), device)
             if rep:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(t)
 
+    where = (f"{torch.cuda.get_device_name(device)}, bf16 autocast" if device.type == "cuda"
+             else f"CPU, {torch.get_num_threads()} threads")
     print(f"MiniLM train step, batch {args.batch_size} × {args.max_length} tokens, query/value adapters, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator}, "
+          f"torch {torch.__version__}, {where}, allocator: {allocator}, "
           f"median of {args.reps}")
     print(f"{'family':<20} {'trainable':>10} {'step ms':>9} {'/LoRA':>7} {'examples/s':>11}")
     lora = statistics.median(times["lora-r8"])

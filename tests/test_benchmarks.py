@@ -108,3 +108,37 @@ def test_learning_rate_search_follows_an_optimum_on_the_grid_edge(peak, tried, b
     args = SimpleNamespace(steps=1, batch_size=1, max_length=8, eval_size=None, device="cpu", quick=False)
     runs = pareto.Runs(os.devnull, args, resume=False)
     assert pareto.tune_lr("circulant", "budget=384", 384, None, args, runs) == (best, tried)
+
+
+def test_bench_apply_prints_every_family_against_dense_and_lora(capsys):
+    from benchmarks import bench_apply
+
+    bench_apply.main(["--dims", "24", "--tokens", "8", "--reps", "1"])
+    out = capsys.readouterr().out
+    assert "CPU, " in out.splitlines()[0] and "float32" in out.splitlines()[0]
+    rows = {r.split()[2]: r.split() for r in out.splitlines()[3:]}
+    assert list(rows) == list(bench_apply.CONFIGS)
+    assert rows["dense"][5] == rows["dense"][8] == "1.00"  # each ratio is to the same run's dense ...
+    assert rows["lora-r8"][6] == rows["lora-r8"][9] == "1.00"  # ... and LoRA
+    assert int(rows["circulant"][3]) == 24 and int(rows["lora-r8"][3]) == 2 * 8 * 24
+
+
+def test_bench_apply_without_cuda_is_a_clear_error(capsys, monkeypatch):
+    from benchmarks import bench_apply
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        bench_apply.main(["--device", "cuda"])
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_bench_finetune_times_a_training_step_per_family(capsys, monkeypatch):
+    from benchmarks import bench_finetune
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bench_finetune.main(["--reps", "1", "--batch-size", "2", "--max-length", "16", "--families", "ldr-r2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "batch 2 × 16 tokens" in lines[0]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert list(rows) == ["lora-r8", "ldr-r2"] and rows["lora-r8"][3] == "1.000"
+    assert int(rows["lora-r8"][1]) == 75653  # 12 × 2 adapters of 2·8·384, and the 1,925 head
