@@ -79,13 +79,13 @@ class _FFTConv(torch.autograd.Function):
         xb = x.reshape(-1, *x.shape[batch:])
         prod_shape = torch.broadcast_shapes((1, *xb.shape[1:-1], K.shape[-1]), K.shape)
         X = torch.empty((*xb.shape[:-1], K.shape[-1]), dtype=K.dtype, device=x.device)
-        y = None
+        y_shape = [xb.shape[0], *prod_shape[1:-1], length]
+        for d in sum_dims:
+            y_shape[d] = 1
+        y = x.new_empty(y_shape)
         for rows in row_blocks(xb.shape[0], prod_shape.numel(), x.device):
             X[rows] = Xr = torch.fft.rfft(xb[rows], n=L)
-            yr = torch.fft.irfft(_sum_dims(Xr * K, sum_dims), n=L)[..., start : start + length]
-            if y is None:
-                y = x.new_empty((xb.shape[0], *yr.shape[1:]))
-            y[rows] = yr
+            y[rows] = torch.fft.irfft(_sum_dims(Xr * K, sum_dims), n=L)[..., start : start + length]
         ctx.save_for_backward(X, K)
         ctx.meta = (L, start, x.shape, k.shape[-1], prod_shape)
         return y.reshape(*x.shape[:batch], *y.shape[1:])
@@ -98,19 +98,18 @@ class _FFTConv(torch.autograd.Function):
         conj_K = K.conj()
         in_place = torch.Size((1, *gyb.shape[1:-1], K.shape[-1])) == prod_shape  # G·conj(K) fits in G
         gx = X.new_empty((*X.shape[:-1], x_shape[-1]), dtype=gy.dtype) if ctx.needs_input_grad[0] else None
-        GX = None
+        GX = 0
         for rows in row_blocks(X.shape[0], prod_shape.numel(), X.device):
             g = gyb[rows]
             if g.shape[-1] != L:
                 g = torch.nn.functional.pad(g, (start, L - start - g.shape[-1]))
             G = torch.fft.rfft(g)
             if ctx.needs_input_grad[1]:  # first: the in-place product below overwrites G
-                part = (G * X[rows].conj()).sum_to_size(K.shape)
-                GX = part if GX is None else GX.add_(part)
+                GX = GX + (G * X[rows].conj()).sum_to_size(K.shape)
             if gx is not None:
                 GK = G.mul_(conj_K) if in_place else G * conj_K
                 gx[rows] = torch.fft.irfft(GK.sum_to_size(X[rows].shape), n=L)[..., : x_shape[-1]]
-        gk = torch.fft.irfft(GX, n=L)[..., :n_k] if GX is not None else None
+        gk = torch.fft.irfft(GX, n=L)[..., :n_k] if ctx.needs_input_grad[1] else None
         return (gx.reshape(x_shape) if gx is not None else None), gk, None, None, None, None
 
 
