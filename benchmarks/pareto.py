@@ -107,7 +107,8 @@ def tune_lr(method, label, budget, hparams, args, runs: Runs) -> tuple[float, li
             grid.append(float(f"{grid[-1] ** 2 / grid[-2]:.0e}"))
         else:
             grid.insert(0, float(f"{grid[0] ** 2 / grid[1]:.0e}"))
-    print(f"  lr search {method}: " + ", ".join(f"{lr:g}→{acc:.3f}" for lr, acc in sorted(scores.items())), flush=True)
+    tried = ", ".join(f"{lr:g}→{acc:.3f}" for lr, acc in sorted(scores.items()))
+    print(f"  lr search {method}: {tried}", flush=True)
     return best, sorted(scores)
 
 
