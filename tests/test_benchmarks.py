@@ -108,6 +108,7 @@ def test_learning_rate_search_follows_an_optimum_on_the_grid_edge(peak, tried, b
     args = SimpleNamespace(steps=1, batch_size=1, max_length=8, eval_size=None, device="cpu", quick=False)
     runs = pareto.Runs(os.devnull, args, resume=False)
     assert pareto.tune_lr("circulant", "budget=384", 384, None, args, runs) == (best, tried)
+    runs.log.close()
 
 
 def test_bench_apply_prints_every_family_against_dense_and_lora(capsys):
