@@ -367,3 +367,14 @@ def test_fft_families_in_row_blocks(fam, block_elements, monkeypatch):
     ref = torch.autograd.grad(x @ W.T, [x, *m.parameters()], gy)
     for g, r in zip(grads, ref):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("fam", ["circulant", "toeplitz", "symmetric_toeplitz", "ldr"])
+def test_fft_families_take_an_empty_batch(fam):
+    m = build(fam, (48, 80), VARIANTS[fam][-1])
+    x = torch.empty(0, 80, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    assert y.shape == (0, 48)
+    grads = torch.autograd.grad(y.sum(), [x, *m.parameters()])
+    assert grads[0].shape == (0, 80)
+    assert all(torch.count_nonzero(g) == 0 and g.shape == p.shape for g, p in zip(grads[1:], m.parameters()))

@@ -68,7 +68,7 @@ _BLOCK_ELEMENTS = 1 << 18
 
 def row_blocks(rows: int, row_elements: int, device: torch.device) -> list[slice]:
     """Slices of ``rows`` rows, each block's products ~``_BLOCK_ELEMENTS`` complex numbers."""
-    step = rows if device.type == "cuda" else max(1, _BLOCK_ELEMENTS // row_elements)
+    step = max(1, rows if device.type == "cuda" else _BLOCK_ELEMENTS // row_elements)
     return [slice(i, i + step) for i in range(0, rows, step)]
 
 
@@ -100,14 +100,14 @@ class _FFTConv(torch.autograd.Function):
         conj_K = K.conj()
         in_place = torch.Size((1, *gyb.shape[1:-1], K.shape[-1])) == prod_shape  # G·conj(K) fits in G
         gx = X.new_empty((*X.shape[:-1], x_shape[-1]), dtype=gy.dtype) if ctx.needs_input_grad[0] else None
-        GX = 0
+        GX = torch.zeros_like(K)  # stays zero for an empty batch
         for rows in row_blocks(X.shape[0], prod_shape.numel(), X.device):
             g = gyb[rows]
             if g.shape[-1] != L:
                 g = torch.nn.functional.pad(g, (start, L - start - g.shape[-1]))
             G = torch.fft.rfft(g)
             if ctx.needs_input_grad[1]:  # first: the in-place product below overwrites G
-                GX = GX + (G * X[rows].conj()).sum_to_size(K.shape)
+                GX += (G * X[rows].conj()).sum_to_size(K.shape)
             if gx is not None:
                 GK = G.mul_(conj_K) if in_place else G * conj_K
                 gx[rows] = torch.fft.irfft(GK.sum_to_size(X[rows].shape), n=L)[..., : x_shape[-1]]

@@ -44,14 +44,14 @@ class _LDRProduct(torch.autograd.Function):
         X, S, G, H = ctx.saved_tensors
         n = gy.shape[-1]
         gx = gy.new_empty((*X.shape[:-1], n)) if ctx.needs_input_grad[0] else None
-        gG = gH = 0
+        gG, gH = torch.zeros_like(G), torch.zeros_like(H)  # stay zero for an empty batch
         for rows in row_blocks(X.shape[0], G[0].numel() * G.shape[0], X.device):
             Gy = torch.fft.rfft(gy[rows])[:, :, None, None, :]  # (b, p, 1, 1, F)
             if ctx.needs_input_grad[1]:
-                gG = gG + (Gy * S[rows].conj()).sum(0)
+                gG += (Gy * S[rows].conj()).sum(0)
             Gs = negacyclic_fft(torch.fft.irfft(Gy * G.conj(), n=n))  # gradient of S(h)x, transformed
             if ctx.needs_input_grad[2]:
-                gH = gH + (Gs * X[rows][:, None, :, None, :].conj()).sum(0)
+                gH += (Gs * X[rows][:, None, :, None, :].conj()).sum(0)
             if gx is not None:
                 gx[rows] = negacyclic_ifft((Gs * H.conj()).sum(dim=(1, 3)), n)
         gg = torch.fft.irfft(gG, n=n) if ctx.needs_input_grad[1] else None
