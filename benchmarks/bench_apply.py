@@ -43,6 +43,17 @@ def time_once(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def device_from_args(ap: argparse.ArgumentParser, name: str) -> tuple[torch.device, str]:
+    """The device ``--device`` names (a clear usage error when it is CUDA and there is none) and
+    how the table's header names it."""
+    try:
+        device = pick_device(name)
+    except ValueError as e:
+        ap.error(str(e))
+    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return device, label
+
+
 def bench(d: int, n_tokens: int, reps: int, names: list[str], device: torch.device, dtype: torch.dtype):
     torch.manual_seed(0)
     x = torch.randn(n_tokens, d, device=device, dtype=dtype, requires_grad=True)
@@ -83,15 +94,12 @@ def main(argv=None):
                     help="keep glibc's allocator thresholds (large buffers page-fault on every step)")
     args = ap.parse_args(argv)
     names = list(dict.fromkeys(["dense", "lora-r8", *args.families]))
-    try:
-        device, dtype = pick_device(args.device), getattr(torch, args.dtype)
-    except ValueError as e:
-        ap.error(str(e))
+    device, where = device_from_args(ap, args.device)
+    dtype = getattr(torch, args.dtype)
 
     allocator = "glibc defaults"
     if not args.glibc_defaults and reuse_large_buffers():
         allocator = "large buffers reused (surm_core.runtime.reuse_large_buffers)"
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, {args.dtype}, allocator: {allocator}, "
           f"median of {args.reps} alternating repetitions")
     header = f"{'d':>5} {'N':>5} {'family':<20} {'params':>9} {'fwd ms':>9} {'/dense':>7} {'/LoRA':>7} " \

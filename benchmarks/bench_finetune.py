@@ -15,10 +15,9 @@ import statistics
 
 import torch
 
-from benchmarks.bench_apply import CONFIGS as APPLY_CONFIGS, time_once
+from benchmarks.bench_apply import CONFIGS as APPLY_CONFIGS, device_from_args, time_once
 from surm_core import AdapterConfig, inject
 from surm_core.finetune.data import load_dataset
-from surm_core.finetune.engine import pick_device
 from surm_core.models import DEFAULT_MODEL, load_model
 from surm_core.runtime import reuse_large_buffers
 
@@ -37,10 +36,7 @@ def main(argv=None):
     ap.add_argument("--glibc-defaults", action="store_true", help="keep glibc's allocator thresholds")
     args = ap.parse_args(argv)
     names = list(dict.fromkeys(["lora-r8", *args.families]))
-    try:
-        device = pick_device(args.device)
-    except ValueError as e:
-        ap.error(str(e))
+    device, where = device_from_args(ap, args.device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     allocator = "glibc defaults" if args.glibc_defaults or not reuse_large_buffers() else "large buffers reused"
 
@@ -76,8 +72,8 @@ def main(argv=None):
             if rep:
                 times[name].append(t)
 
-    where = (f"{torch.cuda.get_device_name(device)}, bf16 autocast" if device.type == "cuda"
-             else f"CPU, {torch.get_num_threads()} threads")
+    if device.type == "cuda":
+        where += ", bf16 autocast"
     print(f"MiniLM train step, batch {args.batch_size} × {args.max_length} tokens, query/value adapters, "
           f"torch {torch.__version__}, {where}, allocator: {allocator}, "
           f"median of {args.reps}")
