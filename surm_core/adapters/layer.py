@@ -1,10 +1,16 @@
-"""The wrapped layers: a frozen ``nn.Linear`` / GPT-2 ``Conv1D`` plus a structured adapter.
+"""The wrapped layer: a frozen ``nn.Linear`` / GPT-2 ``Conv1D`` plus named structured adapters.
+
+One :class:`AdaptedLayer` holds any number of adapters by name (``adapters["default"]``, as
+PEFT's ``lora_A[adapter_name]``); the active one applies, the others wait. An adapter is placed
+in one of two ways (``AdapterConfig.placement``): ``"delta"`` adds ``scale·ΔW x`` to the layer's
+output (LoRA-style, mergeable), ``"adapter"`` follows the layer with SURM's residual adapter
+``h ← h + scale·gelu(S h) + b``.
 
 GPT-2's ``transformers.pytorch_utils.Conv1D`` is a linear layer whose weight is stored
 transposed, as ``(d_in, d_out)``, and applied as ``x @ W``. The adapters always work in the
 ``(d_out, d_in)`` convention of ``nn.Linear`` and of ``to_dense()``, so the only place the layout
 matters is where ΔW meets the stored weight: shapes are read from the transposed weight and
-:meth:`DeltaLayer.merge` adds ``ΔWᵀ`` to a ``Conv1D``'s weight.
+:meth:`AdaptedLayer.merge` adds ``ΔWᵀ`` to a ``Conv1D``'s weight.
 """
 from __future__ import annotations
 
@@ -24,74 +30,107 @@ def layer_shape(layer: nn.Module) -> tuple[int, int]:
 
 
 class AdaptedLayer(nn.Module):
-    """A frozen ``base_layer`` with a trainable structured ``adapter`` on the same device and dtype.
+    """A frozen ``base_layer`` with named structured adapters on its device and dtype.
 
-    Every parameter outside ``base_layer`` is an adapter tensor (what gets trained and saved).
+    Per adapter name: the structured map in ``adapters`` (ΔW, or S for the residual placement),
+    its input dropout in ``dropouts``, the residual placement's bias in ``adapter_biases``, its placement
+    and scale. ``active_adapter`` names the one that applies (a layer may lack it: a different
+    adapter targets other layers; then the layer is its base layer). ``enabled=False`` turns the
+    adapters off (:func:`surm_core.disable_adapter`), ``merged_adapter`` names the adapter whose
+    ``scale·ΔW`` is folded into the base weight.
+
+    The properties ``adapter``, ``dropout``, ``scale``, ``placement`` and ``adapter_bias`` read the
+    active adapter's parts.
     """
 
-    def __init__(self, base_layer: nn.Module, adapter: StructuredMatrix, scale: float, dropout: float):
+    def __init__(self, base_layer: nn.Module):
         super().__init__()
         self.base_layer = base_layer
-        self.adapter = adapter.to(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
-        self.scale = scale
-        self.dropout = nn.Dropout(dropout)
+        self.adapters = nn.ModuleDict()
+        self.dropouts = nn.ModuleDict()
+        self.adapter_biases = nn.ParameterDict()
+        self.placements: dict[str, str] = {}
+        self.scales: dict[str, float] = {}
+        self.active_adapter: str | None = None
+        self.enabled = True
+        self.merged_adapter: str | None = None
         self.train(base_layer.training)  # new modules start in training mode; follow the model's
 
-    def adapter_parameters(self) -> dict[str, nn.Parameter]:
-        """The adapter's tensors by name relative to this layer (``adapter.c``, …)."""
-        return {n: p for n, p in self.named_parameters() if not n.startswith("base_layer.")}
+    def add_adapter(self, name: str, adapter: StructuredMatrix, bias: nn.Parameter | None, placement: str,
+                    scale: float, dropout: float) -> None:
+        """Hold ``adapter`` (and, for ``placement="adapter"``, its ``bias``) under ``name``."""
+        self.adapters[name] = adapter
+        self.dropouts[name] = nn.Dropout(dropout).train(self.training)
+        if bias is not None:
+            self.adapter_biases[name] = bias
+        self.placements[name] = placement
+        self.scales[name] = scale
 
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}"
+    @property
+    def adapter(self) -> StructuredMatrix:
+        return self.adapters[self.active_adapter]
 
+    @property
+    def dropout(self) -> nn.Dropout:
+        return self.dropouts[self.active_adapter]
 
-class DeltaLayer(AdaptedLayer):
-    """``y = W0 x + b0 + scale·ΔW dropout(x)``; :meth:`merge` folds ``scale·ΔW`` into ``W0``."""
+    @property
+    def adapter_bias(self) -> nn.Parameter:
+        return self.adapter_biases[self.active_adapter]
 
-    placement = "delta"
+    @property
+    def scale(self) -> float:
+        return self.scales[self.active_adapter]
 
-    def __init__(self, base_layer, adapter, scale, dropout):
-        super().__init__(base_layer, adapter, scale, dropout)
-        self.merged = False
+    @property
+    def placement(self) -> str:
+        return self.placements[self.active_adapter]
+
+    @property
+    def merged(self) -> bool:
+        return self.merged_adapter is not None
+
+    def adapter_parameters(self, name: str | None = None) -> dict[str, nn.Parameter]:
+        """The tensors of adapter ``name`` (default: the active one) by name relative to this layer
+        (``adapters.default.c``, ``adapter_biases.default``); empty when this layer lacks it."""
+        name = self.active_adapter if name is None else name
+        if name not in self.adapters:
+            return {}
+        out = {f"adapters.{name}.{k}": p for k, p in self.adapters[name].named_parameters()}
+        if name in self.adapter_biases:
+            out[f"adapter_biases.{name}"] = self.adapter_biases[name]
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
-        if self.merged:
+        name = self.active_adapter
+        if not self.enabled or name not in self.adapters or self.merged_adapter == name:
             return y
-        return y + (self.scale * self.adapter(self.dropout(x))).to(y.dtype)
+        scale, adapter, dropout = self.scales[name], self.adapters[name], self.dropouts[name]
+        if self.placements[name] == "delta":  # y = W0 x + b0 + scale·ΔW dropout(x)
+            return y + (scale * adapter(dropout(x))).to(y.dtype)
+        # SURM's adapter after the layer, h + scale·gelu(S dropout(h)) + b. GELU because its slope
+        # at 0 is 1/2: from the zero start (S = 0, b = 0) gradients reach S, which ReLU's flat zero
+        # would block. The map is not linear in h, so it cannot be merged.
+        out = scale * nn.functional.gelu(adapter(dropout(y))) + self.adapter_biases[name]
+        return y + out.to(y.dtype)
 
-    def delta_weight(self) -> torch.Tensor:
-        """``scale·ΔW`` in the stored weight's layout (transposed for ``Conv1D``)."""
-        delta = self.scale * self.adapter.to_dense()
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """``scale·ΔW`` of adapter ``name`` in the stored weight's layout (transposed for ``Conv1D``)."""
+        delta = self.scales[name] * self.adapters[name].to_dense()
         return delta.T if isinstance(self.base_layer, Conv1D) else delta
 
     @torch.no_grad()
     def merge(self) -> None:
-        self.base_layer.weight.add_(self.delta_weight().to(self.base_layer.weight.dtype))
-        self.merged = True
+        """Fold the active adapter's ``scale·ΔW`` into the base weight."""
+        name = self.active_adapter
+        self.base_layer.weight.add_(self.delta_weight(name).to(self.base_layer.weight.dtype))
+        self.merged_adapter = name
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        self.base_layer.weight.sub_(self.delta_weight().to(self.base_layer.weight.dtype))
-        self.merged = False
+        self.base_layer.weight.sub_(self.delta_weight(self.merged_adapter).to(self.base_layer.weight.dtype))
+        self.merged_adapter = None
 
-
-class ResidualAdapterLayer(AdaptedLayer):
-    """SURM's adapter after the layer: ``h ← h + scale·gelu(S dropout(h)) + b``, S square.
-
-    GELU because its slope at 0 is 1/2: from the zero start (S = 0, b = 0) gradients reach S,
-    which ReLU's flat zero would block. The map is not linear in h, so it cannot be merged.
-    """
-
-    placement = "adapter"
-    merged = False
-
-    def __init__(self, base_layer, adapter, scale, dropout):
-        super().__init__(base_layer, adapter, scale, dropout)
-        w = base_layer.weight
-        self.adapter_bias = nn.Parameter(torch.zeros(adapter.d_out, device=w.device, dtype=w.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.base_layer(x)
-        out = self.scale * nn.functional.gelu(self.adapter(self.dropout(h))) + self.adapter_bias
-        return h + out.to(h.dtype)
+    def extra_repr(self) -> str:
+        return f"active_adapter={self.active_adapter!r}, scales={self.scales}"

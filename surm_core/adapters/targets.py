@@ -5,7 +5,8 @@ import re
 
 from torch import nn
 
-from .layer import ADAPTABLE_TYPES
+from .config import TASK_TYPES
+from .layer import ADAPTABLE_TYPES, AdaptedLayer
 
 #: Attention projections adapted by default, per architecture, as module-name suffixes (the
 #: first group whose names all occur wins): BERT/RoBERTa/MiniLM, ViT/Llama/OPT/BART, DistilBERT,
@@ -43,17 +44,32 @@ def _suffix_match(name: str, suffix: str) -> bool:
     return name == suffix or name.endswith("." + suffix)
 
 
+def pattern_matches(pattern: str, name: str) -> bool:
+    """Whether ``name`` is, or ends after a dot with, a match of the regular expression ``pattern``
+    (PEFT's rule for ``rank_pattern``): ``"value"`` matches ``bert.encoder.layer.0.attention.self.value``."""
+    return re.fullmatch(rf"(?:.*\.)?(?:{pattern})", name) is not None
+
+
+def visible_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The named modules a config can name: an adapted layer stands for its base layer, so what it
+    holds inside (``base_layer``, its adapters) is hidden and a second adapter can target it."""
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, AdaptedLayer)]
+    return {n: m for n, m in model.named_modules() if n and not _in(n, [w for w in wrapped if w != n])}
+
+
+def _adaptable(module: nn.Module) -> bool:
+    return isinstance(module, ADAPTABLE_TYPES + (AdaptedLayer,))
+
+
 def body_linear_names(model: nn.Module) -> list[str]:
     """Names of the adaptable layers (``nn.Linear``, ``Conv1D``) outside the task head."""
     head = head_names(model)
-    return [
-        n for n, m in model.named_modules() if isinstance(m, ADAPTABLE_TYPES) and not _in(n, head)
-    ]
+    return [n for n, m in visible_modules(model).items() if _adaptable(m) and not _in(n, head)]
 
 
 def _examples(model: nn.Module) -> str:
     """A few existing layer names, for error messages."""
-    leaves = dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, ADAPTABLE_TYPES))
+    leaves = dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in visible_modules(model).items() if _adaptable(m))
     return ", ".join(list(leaves)[:8]) or "none (the model has no nn.Linear or Conv1D layer)"
 
 
@@ -80,7 +96,8 @@ def match_targets(model: nn.Module, target_modules) -> list[str]:
     """
     if target_modules is None:
         target_modules = default_targets(model)
-    names = [n for n, _ in model.named_modules() if n]
+    modules = visible_modules(model)
+    names = list(modules)
     if target_modules == "all-linear":
         matched = body_linear_names(model)
     elif isinstance(target_modules, str):
@@ -100,8 +117,8 @@ def match_targets(model: nn.Module, target_modules) -> list[str]:
             f"target_modules {target_modules!r} matches no module; layers here include: {_examples(model)}"
         )
     for name in matched:
-        module = model.get_submodule(name)
-        if not isinstance(module, ADAPTABLE_TYPES):
+        module = modules[name]
+        if not _adaptable(module):
             raise ValueError(
                 f"module {name!r} is a {type(module).__name__}; only nn.Linear and GPT-2's Conv1D "
                 "layers can be adapted"
@@ -113,7 +130,7 @@ def match_modules_to_save(model: nn.Module, suffixes: list[str] | None) -> list[
     """Full names of the modules to train fully and save (outermost ones, if they nest)."""
     if not suffixes:
         return []
-    names = [n for n, _ in model.named_modules() if n]
+    names = list(visible_modules(model))
     matched = []
     for suffix in suffixes:
         hits = [n for n in names if _suffix_match(n, suffix)]
@@ -123,3 +140,19 @@ def match_modules_to_save(model: nn.Module, suffixes: list[str] | None) -> list[
         matched += hits
     matched = list(dict.fromkeys(matched))
     return [n for n in matched if not any(n.startswith(m + ".") for m in matched)]
+
+
+def task_head(model: nn.Module, task_type: str | None) -> list[str]:
+    """The head that ``task_type`` trains and saves: :func:`head_names` of a model of that task."""
+    if task_type is None:
+        return []
+    kind = type(model).__name__
+    if not kind.endswith(TASK_TYPES[task_type]):
+        raise ValueError(
+            f"task_type {task_type!r} is for *{TASK_TYPES[task_type]} models, not a {kind}; "
+            "name the modules to train fully in modules_to_save instead"
+        )
+    head = head_names(model)
+    if not head:
+        raise ValueError(f"task_type {task_type!r}: found no task head beside the base model in this {kind}")
+    return head
