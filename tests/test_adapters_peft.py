@@ -1,6 +1,7 @@
 """PEFT's conveniences on tiny BERT, GPT-2 (Conv1D) and ViT models built from configs: merge_and_unload,
 unload, disable_adapter, named adapters, per-layer patterns, task_type, Trainer, save_pretrained's guard."""
 import copy
+import io
 import json
 import re
 from pathlib import Path
@@ -361,6 +362,12 @@ def test_save_pretrained_of_an_unmerged_model_saves_the_adapter(kind, tmp_path):
     perturb(twin, std=0.2)
     twin.save_pretrained(tmp_path / "twin")
     assert torch.equal(logits(load_adapter(MODELS[kind][0](), tmp_path / "twin"), kind), logits(twin, kind))
+    # A pickled whole model keeps its adapter's save_pretrained.
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    torch.load(buffer, weights_only=False).save_pretrained(tmp_path / "thawed")
+    assert torch.equal(logits(load_adapter(MODELS[kind][0](), tmp_path / "thawed"), kind), y)
 
 
 def test_save_pretrained_of_a_merged_or_inner_model_fails_clearly(tmp_path):

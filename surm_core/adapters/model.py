@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-import types
 
 import torch
 from torch import nn
@@ -462,28 +461,37 @@ def _guard_save_pretrained(model: nn.Module) -> None:
     """
     for module in model.modules():
         if callable(getattr(type(module), "save_pretrained", None)):
-            module.save_pretrained = types.MethodType(_save_pretrained, module)
+            module.save_pretrained = AdaptedSavePretrained(module)
 
 
-def _save_pretrained(self, save_directory, is_main_process: bool = True, state_dict=None, **kwargs):
+class AdaptedSavePretrained:
     """``save_pretrained`` of an adapted model: writes its active adapter, as
-    :func:`surm_core.save_adapter` does (``adapter_config.json``, ``adapter_model.safetensors``), as
-    PEFT's does. What Hugging Face's ``Trainer`` passes is accepted: ``is_main_process`` (only the
-    main process writes) and ``state_dict`` (ignored: the adapter's tensors come from the model).
-    """
-    from .io import save_adapter  # io imports this module
+    :func:`surm_core.save_adapter` does (``adapter_config.json``, ``adapter_model.safetensors``) and
+    as PEFT's does. What Hugging Face's ``Trainer`` passes is accepted: ``is_main_process`` (only
+    the main process writes) and ``state_dict`` (ignored: the adapter's tensors come from the model).
+    A merged model, or a model inside an adapted one, refuses with a ``ValueError``.
 
-    state = getattr(self, STATE_ATTR, None)
-    fix = ("call surm_core.merge_and_unload(model) for a plain transformers model to save_pretrained, "
-           "or surm_core.save_adapter(model, directory) for the adapter alone")
-    if state is None:
-        raise ValueError(f"this {type(self).__name__} is part of a model with surm adapters and would save "
-                         f"their wrapper layers, which from_pretrained cannot read; {fix}")
-    if any(layer.merged for layer in adapted_layers(self).values()):
-        raise ValueError("the adapters are merged into the weights but their wrapper layers are still in the "
-                         f"model, which from_pretrained cannot read; {fix}")
-    if kwargs:
-        raise ValueError(f"save_pretrained of a model with surm adapters saves the active adapter and takes only "
-                         f"save_directory, is_main_process and state_dict, not {sorted(kwargs)}; {fix}")
-    if is_main_process:
-        save_adapter(self, save_directory)
+    A plain object holding its module (not a bound method), so that the model still pickles and
+    deep-copies with it.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, save_directory, is_main_process: bool = True, state_dict=None, **kwargs):
+        from .io import save_adapter  # io imports this module
+
+        model = self.module
+        fix = ("call surm_core.merge_and_unload(model) for a plain transformers model to save_pretrained, "
+               "or surm_core.save_adapter(model, directory) for the adapter alone")
+        if getattr(model, STATE_ATTR, None) is None:
+            raise ValueError(f"this {type(model).__name__} is part of a model with surm adapters and would save "
+                             f"their wrapper layers, which from_pretrained cannot read; {fix}")
+        if any(layer.merged for layer in adapted_layers(model).values()):
+            raise ValueError("the adapters are merged into the weights but their wrapper layers are still in the "
+                             f"model, which from_pretrained cannot read; {fix}")
+        if kwargs:
+            raise ValueError(f"save_pretrained of a model with surm adapters saves the active adapter and takes "
+                             f"only save_directory, is_main_process and state_dict, not {sorted(kwargs)}; {fix}")
+        if is_main_process:
+            save_adapter(model, save_directory)
