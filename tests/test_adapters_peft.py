@@ -476,12 +476,18 @@ def test_importing_surm_core_does_not_import_accelerate():
 
 
 # -- every new public function: bad input ---------------------------------------------------------
-@pytest.mark.parametrize("op", [set_adapter, disable_adapter, merge_and_unload, unload, merge, unmerge])
-def test_no_adapter_and_not_a_model_are_errors(op):
-    args = ("default",) if op is set_adapter else ()
+@pytest.mark.parametrize("op", [set_adapter, disable_adapter, merge_and_unload, unload, merge, unmerge, save_adapter])
+def test_no_adapter_and_not_a_model_are_errors(op, tmp_path):
+    args = {set_adapter: ("default",), save_adapter: (tmp_path,)}.get(op, ())
     with pytest.raises(ValueError, match="has no adapters"):
         op(tiny_bert(), *args)
     with pytest.raises(ValueError, match="model must be a torch.nn.Module, got list"):
         op([], *args)
-    with pytest.raises(ValueError, match="model must be a torch.nn.Module, got NoneType"):
-        inject(None, AdapterConfig("circulant"))
+
+
+def test_not_a_model_is_an_error_everywhere(tmp_path):
+    directory = save_adapter(inject(tiny_bert(), AdapterConfig("circulant", ["query"])), tmp_path)
+    for op in (lambda m: inject(m, AdapterConfig("circulant")), trainable_report, print_trainable_parameters,
+               lambda m: load_adapter(m, directory)):
+        with pytest.raises(ValueError, match="model must be a torch.nn.Module, got NoneType"):
+            op(None)
