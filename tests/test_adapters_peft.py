@@ -262,7 +262,8 @@ def test_patterns_give_the_expected_per_layer_sizes_and_round_trip(tmp_path):
     perturb(model)
     y = logits(model, "bert")
     save_adapter(model, tmp_path)
-    assert AdapterConfig.from_dict(json.loads((tmp_path / "adapter_config.json").read_text())) == model.surm_adapter_config
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert AdapterConfig.from_dict(saved) == model.surm_adapter_config
     fresh = load_adapter(tiny_bert(), tmp_path)
     assert torch.equal(logits(fresh, "bert"), y)
     # Kronecker's tuple hparams come back as tuples from JSON.
@@ -435,7 +436,8 @@ def test_trainer_checkpoints_hold_only_the_adapter_reload_and_resume(tmp_path):
                     train_dataset=token_rows())
     plain.train()
     plain.save_model(tmp_path / "plain-final")
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "plain-final").iterdir()}
+    files = {p.name for p in (tmp_path / "plain-final").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= files
     assert not (tmp_path / "plain-final" / "model.safetensors").exists()
 
 

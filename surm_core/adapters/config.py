@@ -75,14 +75,11 @@ class AdapterConfig:
         if self.hparams is not None:
             self.hparams = _check_hparams("hparams", self.hparams)
         if self.budget_pattern is not None:
-            self.budget_pattern = {
-                p: check_size(f"budget_pattern[{p!r}]", b) for p, b in _check_pattern("budget_pattern", self.budget_pattern)
-            }
+            pairs = _check_pattern("budget_pattern", self.budget_pattern)
+            self.budget_pattern = {p: check_size(f"budget_pattern[{p!r}]", b) for p, b in pairs}
         if self.hparams_pattern is not None:
-            self.hparams_pattern = {
-                p: _check_hparams(f"hparams_pattern[{p!r}]", h)
-                for p, h in _check_pattern("hparams_pattern", self.hparams_pattern)
-            }
+            pairs = _check_pattern("hparams_pattern", self.hparams_pattern)
+            self.hparams_pattern = {p: _check_hparams(f"hparams_pattern[{p!r}]", h) for p, h in pairs}
         if self.placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):

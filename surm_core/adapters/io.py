@@ -34,7 +34,8 @@ def adapter_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     out = {}
     for target, layer in adapted_layers(model).items():
         if name in layer.adapters:
-            out.update(_layer_tensors(target, layer.adapters[name], layer.adapter_biases[name] if name in layer.adapter_biases else None))
+            bias = layer.adapter_biases[name] if name in layer.adapter_biases else None
+            out.update(_layer_tensors(target, layer.adapters[name], bias))
     for path in state.saved[name]:
         live = state.placed[path] == name
         tensors = model.get_submodule(path).state_dict() if live else state.stash[(name, path)]
