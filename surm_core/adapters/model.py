@@ -109,8 +109,9 @@ def check_adapter_name(name) -> str:
 
 # -- inject ---------------------------------------------------------------------------------------
 def layer_settings(config: AdapterConfig, targets: list[str]) -> dict[str, dict]:
-    """Per target full name, ``{"budget": b}`` or ``{"hparams": h}``: from the first of
-    ``budget_pattern`` / ``hparams_pattern`` whose pattern matches it, else the config's own."""
+    """Per target full name, ``{"budget": b}`` or ``{"hparams": h}``: from the one key of
+    ``budget_pattern`` / ``hparams_pattern`` that matches it, else the config's own. A key that
+    matches no target, or a target that two keys match, is a ``ValueError``."""
     chosen: dict[str, tuple[str, dict]] = {}
     for what, patterns in (("budget", config.budget_pattern), ("hparams", config.hparams_pattern)):
         for pattern, value in (patterns or {}).items():
