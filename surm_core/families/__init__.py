@@ -52,7 +52,8 @@ def register_family(cls: type[StructuredMatrix]) -> type[StructuredMatrix]:
         raise ValueError(f"{cls.__name__} must set the class attribute family to a non-empty name, got {name!r}")
     if name in FAMILIES:
         raise ValueError(f"a family named {name!r} is already registered ({FAMILIES[name].__name__})")
-    missing = [m for m in REQUIRED if getattr(cls, m) == getattr(StructuredMatrix, m)]
+    own = cls.__mro__[: cls.__mro__.index(StructuredMatrix)]  # the classes between it and the base
+    missing = [m for m in REQUIRED if not any(m in k.__dict__ for k in own)]
     if missing:
         raise ValueError(
             f"{cls.__name__} does not define {', '.join(missing)}; a family needs "
