@@ -63,16 +63,31 @@ and its singular values `|fft(c)|`: usually full rank with only `n` parameters.
         """No tile is cropped (``d_out = p·block``, ``d_in = q·block``)."""
         return self.d_out == self.p * self.block and self.d_in == self.q * self.block
 
-    def _frequency_blocks(self) -> torch.Tensor:
-        """(block, p, q): the tiles' spectra ``fft(c)`` regrouped per frequency. With F the DFT,
-        (I ⊗ F) M (I ⊗ F)^H is a p × q grid of diagonals: one p × q matrix per frequency."""
-        return torch.fft.fft(float64(self.c), dim=-1).permute(2, 0, 1)
+    def _frequency_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tiles' spectra ``fft(c)`` regrouped per frequency: with F the DFT,
+        (I ⊗ F) M (I ⊗ F)^H is a p × q grid of diagonals, one p × q matrix per frequency. The
+        spectrum of real c is conjugate-symmetric, so only frequencies 0..block/2 are formed:
+        returned as (real blocks: frequency 0 and, for an even block, block/2), (complex blocks:
+        the others, each standing for itself and its conjugate). Real blocks decompose ~4×
+        faster than complex ones, which matters most for small tiles (block 1 is one real
+        matrix, as large as the map)."""
+        spectra = torch.fft.rfft(float64(self.c), dim=-1).permute(2, 0, 1)  # (block // 2 + 1, p, q)
+        real = [0] + ([self.block // 2] if self.block % 2 == 0 else [])
+        return spectra[real].real, spectra[1 : (self.block + 1) // 2]
 
     def singular_values(self):
-        return torch.linalg.svdvals(self._frequency_blocks()).flatten() if self._whole_tiles() else None
+        if not self._whole_tiles():
+            return None
+        real, paired = self._frequency_blocks()
+        s = torch.linalg.svdvals(paired).flatten()
+        return torch.cat([torch.linalg.svdvals(real).flatten(), s, s])
 
     def eigenvalues(self):
-        return torch.linalg.eigvals(self._frequency_blocks()).flatten() if self._whole_tiles() else None
+        if not self._whole_tiles():
+            return None
+        real, paired = self._frequency_blocks()
+        lam = torch.linalg.eigvals(paired).flatten()
+        return torch.cat([torch.linalg.eigvals(real).flatten(), lam, lam.conj()])
 
     def project(self, W):
         # per tile, the mean of W's visible entries along each wrapped diagonal
