@@ -83,7 +83,7 @@ def main(argv=None):
                 cells = [statistics.median(r[min(i, len(r) - 1)] for r in runs) for i in range(3)]
                 print(f"{n:>5} {family:<20} {budget:>9,} "
                       + " ".join(f"{c:>{w}.3f}" for c, w in zip(cells, (9, 10, 8)))
-                      + (f" {peak:>9.0f}" if args.memory else ""), flush=True)
+                      + (f" {max(peak, 0.0):>9.0f}" if args.memory else ""), flush=True)
 
 
 if __name__ == "__main__":
