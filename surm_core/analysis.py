@@ -55,7 +55,8 @@ def _dense(M) -> torch.Tensor:
 def _nonfinite(X: torch.Tensor) -> str:
     """'3 NaN and 1 infinite entries' (what a finiteness error names)."""
     nan, inf = int(torch.isnan(X).sum()), int(torch.isinf(X).sum())
-    return " and ".join(part for part in (f"{nan} NaN" * bool(nan), f"{inf} infinite" * bool(inf)) if part) + " entries"
+    parts = [f"{nan} NaN"] * bool(nan) + [f"{inf} infinite"] * bool(inf)
+    return " and ".join(parts) + " entries"
 
 
 def _check_parameters(M: StructuredMatrix) -> None:
