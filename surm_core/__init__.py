@@ -1,5 +1,5 @@
 """SURM Explorer's core: structured matrix families, their analysis, and adapters built on them."""
-from .families import FAMILIES, StructuredMatrix, from_budget, make
+from .families import FAMILIES, StructuredMatrix, from_budget, make, register_family
 from .adapters import (
     AdapterConfig,
     disable_adapter,
@@ -17,7 +17,7 @@ from .adapters import (
 )
 from .models import DEFAULT_MODEL, default_targets, load_model
 
-__all__ = ["FAMILIES", "StructuredMatrix", "make", "from_budget"]
+__all__ = ["FAMILIES", "StructuredMatrix", "make", "from_budget", "register_family"]
 __all__ += [
     "AdapterConfig", "inject", "set_adapter", "disable_adapter", "trainable_report", "format_report",
     "print_trainable_parameters", "merge", "unmerge", "merge_and_unload", "unload", "save_adapter",
