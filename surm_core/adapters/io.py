@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .model import DEFAULT_ADAPTER, Plan, adapted_layers, adapter_config, adapter_state, install, plan
+from .layer import DEFAULT_ADAPTER
+from .model import Plan, adapted_layers, adapter_config, adapter_state, install, plan
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

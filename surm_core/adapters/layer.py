@@ -21,6 +21,8 @@ from transformers.pytorch_utils import Conv1D
 from ..families import StructuredMatrix
 
 ADAPTABLE_TYPES = (nn.Linear, Conv1D)
+#: The name an adapter gets when none is given, as in PEFT.
+DEFAULT_ADAPTER = "default"
 
 
 def layer_shape(layer: nn.Module) -> tuple[int, int]:
@@ -134,3 +136,17 @@ class AdaptedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"active_adapter={self.active_adapter!r}, scales={self.scales}"
+
+
+class DeltaLayer(AdaptedLayer):
+    """A layer with one ``"delta"`` adapter named ``"default"``: ``y = W0 x + b0 + scale·ΔW dropout(x)``,
+    to use a structured map as an adapter of one layer without :func:`surm_core.inject`.
+
+    >>> layer = DeltaLayer(nn.Linear(4, 4), make("circulant", 4, 4), scale=1.0, dropout=0.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, base_layer: nn.Module, adapter: StructuredMatrix, scale: float, dropout: float):
+        super().__init__(base_layer)
+        w = base_layer.weight
+        self.add_adapter(DEFAULT_ADAPTER, adapter.to(device=w.device, dtype=w.dtype), None, "delta", scale, dropout)
+        self.active_adapter = DEFAULT_ADAPTER

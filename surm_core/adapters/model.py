@@ -16,15 +16,13 @@ from torch import nn
 
 from ..families import StructuredMatrix, from_budget, make
 from .config import AdapterConfig
-from .layer import AdaptedLayer, layer_shape
+from .layer import DEFAULT_ADAPTER, AdaptedLayer, layer_shape
 from .targets import default_targets, match_modules_to_save, match_targets, pattern_matches, task_head
 
 #: Attribute under which an adapted model keeps its :class:`AdapterState`.
 STATE_ATTR = "surm_adapters"
 #: Attribute holding the active adapter's resolved config (what a one-adapter model was adapted with).
 CONFIG_ATTR = "surm_adapter_config"
-#: The name an adapter gets when none is given, as in PEFT.
-DEFAULT_ADAPTER = "default"
 
 
 @dataclasses.dataclass
