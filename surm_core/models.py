@@ -78,7 +78,7 @@ def check_num_labels(num_labels) -> int:
     return num_labels
 
 
-def load_config(name_or_path=None):
+def model_config(name_or_path=None):
     """The model's ``PretrainedConfig`` (its ``config.json``), for a local directory or hub id."""
     name, source, options = resolve(name_or_path)
     try:
@@ -95,7 +95,7 @@ def task_of(config) -> str:
     ``BertModel``) goes by its ``model_type``: image classification for vision-only types, else
     text classification, the task any text model can be given a head for.
 
-    >>> task_of(load_config())  # MiniLM, saved as BertModel  # doctest: +SKIP
+    >>> task_of(model_config())  # MiniLM, saved as BertModel  # doctest: +SKIP
     'text-classification'
     """
     for architecture in config.architectures or []:
@@ -112,7 +112,7 @@ def task_of(config) -> str:
 
 def infer_task(name_or_path=None) -> str:
     """The task of a local model directory or hub id, from its config (see :func:`task_of`)."""
-    return task_of(load_config(name_or_path))
+    return task_of(model_config(name_or_path))
 
 
 def describe_model(config) -> str:
@@ -132,7 +132,7 @@ def load_image_model(name_or_path, num_labels: int):
     """
     num_labels = check_num_labels(num_labels)
     name, source, options = resolve(name_or_path)
-    config = load_config(name_or_path)
+    config = model_config(name_or_path)
     if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
         raise ValueError(
             f"model {name!r} is not an image model: it is {describe_model(config)}, for {task_of(config)}; "
@@ -166,7 +166,7 @@ def load_causal_lm(name_or_path):
     >>> model, tokenizer = load_causal_lm("gpt2")  # doctest: +SKIP
     """
     name, source, options = resolve(name_or_path)
-    config = load_config(name_or_path)
+    config = model_config(name_or_path)
     # A checkpoint saved as a classifier or a bare encoder has no trained language-model head.
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (config.architectures and task_of(config) != "causal-lm"):
         raise ValueError(
@@ -202,7 +202,7 @@ __all__ = [
     "head_names",
     "infer_task",
     "load_causal_lm",
-    "load_config",
+    "model_config",
     "load_image_model",
     "load_model",
     "task_of",
