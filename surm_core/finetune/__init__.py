@@ -1,9 +1,11 @@
-"""Fine-tuning with structured adapters (or the full / head-only baselines): data, engine, CLI.
+"""Fine-tuning with structured adapters (or the full / head-only baselines): config, data, engine, CLI.
 
 >>> summary = run(FinetuneConfig(method="circulant", budget=4096, steps=200, out_dir="runs/circ"))  # doctest: +SKIP
+>>> summary = run(load_config("my_run.json"))  # the same, from a JSON file of config fields  # doctest: +SKIP
 """
+from .config import BASELINES, FinetuneConfig, check_seed, load_config
 from .data import BBC_NEWS, DatasetError, TextDataset, load_dataset, split, tokenize
-from .engine import BASELINES, FinetuneConfig, run, weights_digest
+from .engine import run, weights_digest
 
 __all__ = [
     "BBC_NEWS",
@@ -11,6 +13,8 @@ __all__ = [
     "DatasetError",
     "TextDataset",
     "FinetuneConfig",
+    "check_seed",
+    "load_config",
     "load_dataset",
     "split",
     "tokenize",

@@ -12,7 +12,6 @@ as :func:`surm_core.save_adapter` writes it in ``adapter/``, or for the ``"full"
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -27,93 +26,12 @@ from safetensors.torch import save_file
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from ..adapters import AdapterConfig, inject, save_adapter
-from ..families import FAMILIES
-from ..models import DEFAULT_MODEL, head_names, load_model
-from .data import BBC_NEWS, load_dataset, split, tokenize
+from ..models import head_names, load_model
+from .config import BASELINES, FinetuneConfig
+from .data import load_dataset, split, tokenize
 
-BASELINES = ("full", "head-only")
 #: Step events reach ``on_event`` at most this often; evaluations and the end always do.
 MAX_EVENTS_PER_S = 10
-
-
-@dataclasses.dataclass
-class FinetuneConfig:
-    """Everything that defines a run (recorded in full in ``summary.json``).
-
-    * ``method``: a family in ``surm_core.FAMILIES`` (an adapter on ``target_modules``, sized by
-      ``budget`` per layer or by ``hparams``), ``"full"`` (every weight trains) or ``"head-only"``
-      (only the classification head trains). The head always trains.
-    * ``steps`` optimizer steps of ``batch_size`` rows (the global batch, split over processes);
-      ``epochs``, when set, replaces ``steps`` by ``ceil(epochs · batches per epoch)``.
-    * AdamW at ``lr`` (``None``: 5e-3, or 5e-5 for ``"full"``) with linear warmup over
-      ``warmup_ratio`` of the steps, then linear decay to 0.
-    * ``seed`` fixes the head's initialisation, the adapters', dropout and the batch order: the
-      same seed on the same device gives the same metrics (bit for bit on CPU; some CUDA kernels
-      add in a varying order, so there expect the last digits to differ). The split is fixed (80/20,
-      stratified) and does not depend on it.
-    * ``device``: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``; CUDA runs
-      in bfloat16 autocast.
-    * Evaluation on at most ``eval_size`` rows of the test split (``None``: all of it) every
-      ``eval_every`` steps and at the end.
-    * ``out_dir``: the run directory (``None``: write nothing).
-    """
-
-    model: str = DEFAULT_MODEL
-    dataset: str = BBC_NEWS
-    text_column: str | None = None
-    label_column: str | None = None
-    method: str = "circulant"
-    budget: int | None = None
-    hparams: dict | None = None
-    target_modules: list[str] | str | None = None
-    steps: int = 200
-    epochs: float | None = None
-    batch_size: int = 32
-    lr: float | None = None
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_length: int = 128
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 50
-    eval_size: int | None = 512
-    out_dir: str | None = None
-
-    def __post_init__(self):
-        if self.method not in FAMILIES and self.method not in BASELINES:
-            raise ValueError(f"method must be a family ({', '.join(FAMILIES)}) or one of {BASELINES}, got {self.method!r}")
-        if self.method in BASELINES and (self.budget, self.hparams, self.target_modules) != (None, None, None):
-            raise ValueError(f"method {self.method!r} takes no budget, hparams or target_modules")
-        for name in ("steps", "batch_size", "max_length", "eval_every"):
-            check_positive_int(name, getattr(self, name))
-        if self.eval_size is not None:
-            check_positive_int("eval_size", self.eval_size)
-        if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and 0 < self.epochs < math.inf):
-            raise ValueError(f"epochs must be a positive number, got {self.epochs!r}")
-        if self.lr is None:
-            self.lr = default_lr(self.method)
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
-            raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def default_lr(method: str) -> float:
-    """The peak learning rate when none is given: adapters and a lone head need large steps, but
-    moving every pretrained weight that far would wreck the model."""
-    return 5e-5 if method == "full" else 5e-3
-
-
-def check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def run(config: FinetuneConfig, on_event=None, should_stop=None) -> dict:
@@ -191,7 +109,7 @@ def train(config, device, run_dir, started, on_event, should_stop) -> dict:
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
     base = {"total_steps": total_steps, "trainable_params": trainable_params, "device": describe(device)}
 
     with EventLog(run_dir if rank == 0 else None, on_event if rank == 0 else None) as log:
@@ -363,6 +281,11 @@ def save_weights(model, method: str, run_dir: Path) -> None:
         save_file(tensors, run_dir / "trainable.safetensors")
     else:
         save_adapter(model, run_dir / "adapter")
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run in ``precision`` on ``device`` computes in bfloat16 autocast."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 def describe(device: torch.device) -> str:
