@@ -12,7 +12,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from surm_core import load_adapter, load_model
 from surm_core.finetune import FinetuneConfig, load_config, run, weights_digest
-from surm_core.finetune import engine
+from surm_core.finetune import engine, task
 from surm_core.finetune.__main__ import main, parse_hparam
 
 TOPICS = {
@@ -106,7 +106,10 @@ def test_events_summary_and_run_directory(tiny, tmp_path):
     assert summary["labels"] == ["money", "music", "politics", "sport"]
     assert summary["config"] == config.to_dict() and summary["run_dir"] == str(run_dir)
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "config.json", "metrics.jsonl", "summary.json"]
+    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    timing = [summary[k] for k in ("load_s", "train_s", "eval_s", "checkpoint_s", "wall_time_s")]
+    assert all(t > 0 for t in timing) and sum(timing[:4]) <= timing[4]
 
     # The saved adapter, loaded into a fresh base model, is exactly what was trained.
     fresh, _ = load_model(tiny["model"], num_labels=4)
@@ -172,14 +175,15 @@ def test_non_finite_loss_stops_the_run_before_its_update(tiny, tmp_path):
     assert records[-1] == {**records[-1], "event": "done", "reason": reason, "step": bad_step - 1}
     assert events[-1]["reason"] == reason
     # broken weights are not kept, the record of the run is
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "metrics.jsonl", "summary.json"]
+    assert summary["final_eval_acc"] is None
 
 
 def test_out_of_memory_is_reported_as_such(tiny, tmp_path, monkeypatch):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(engine.F, "cross_entropy", no_memory)
+    monkeypatch.setattr(task.F, "cross_entropy", no_memory)
     monkeypatch.setattr(engine.torch.cuda, "empty_cache", lambda: None)
     summary = run(config_for(tiny, out_dir=str(tmp_path / "run")))
     assert summary["stopped_reason"] == "CUDA out of memory at step 1: lower the batch size or the max length"
