@@ -6,7 +6,10 @@ import io
 import json
 import os
 import re
+import socket
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -20,10 +23,11 @@ from transformers import BertConfig, BertModel, ViTConfig, ViTForImageClassifica
 import surm_core
 from surm_core import AdapterConfig, inject, load_adapter, merge, save_adapter
 from surm_core.adapters.model import adapted_layers
-from surm_core.finetune import images
+from surm_core.finetune import FinetuneConfig, images, task_for, weights_digest
+from surm_core.finetune.__main__ import main
 from surm_core.finetune.data import DatasetError
 from surm_core.finetune.images import ImageCollator, image_rows, load_image_dataset, split
-from surm_core.models import infer_task, load_image_model
+from surm_core.models import DEFAULT_MODEL, infer_task, load_image_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -297,3 +301,97 @@ def test_a_few_steps_on_digits_beat_chance(tiny):
     with torch.no_grad():
         accuracy = (model(pixel_values=batch["pixel_values"]).logits.argmax(-1) == batch["labels"]).float().mean().item()
     assert accuracy > 0.3  # chance is 0.1
+
+
+# -- through the engine and the CLI -----------------------------------------------------------------
+ARGS = ["--family", "lowrank", "--hparams", "r=4", "alpha=8", "--batch-size", "16", "--lr", "1e-2"]
+
+
+def png_folder(root: Path, per_class=24) -> Path:
+    """Generated PNGs in three classes: a bright square on the left, in the middle, on the right."""
+    rng = np.random.default_rng(1)
+    for label, column in (("left", 0), ("middle", 8), ("right", 16)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (24, 24), dtype=np.uint8)
+            image[8:16, column:column + 8] = 255
+            (root / label / f"{i:02d}.png").write_bytes(png(image))
+    return root
+
+
+def test_cli_trains_on_digits_above_chance(tiny, tmp_path, capsys):
+    out = tmp_path / "digits"
+    assert main(["--model", tiny["vit"], "--dataset", "digits", *ARGS, "--batch-size", "32", "--lr", "5e-2",
+                 "--steps", "30", "--eval-every", "30", "--eval-size", "200", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "image-classification" and summary["labels"] == [str(d) for d in range(10)]
+    assert summary["final_eval_acc"] > 0.2  # chance is 0.1
+    assert f"completed: 30 steps, eval accuracy {summary['final_eval_acc']:.4f}" in capsys.readouterr().out
+    # The saved adapter and head, on a fresh model, give the run's weights and its predictions.
+    task = task_for(FinetuneConfig.from_dict({**summary["config"], "out_dir": None}), summary["labels"])
+    model, _ = task.load_model()
+    load_adapter(model, out / "adapter")
+    assert weights_digest(model) == summary["weights_sha256"][0]
+    _, test = split(load_image_dataset("digits"))
+    predictions = task.predict(model, test.images[:200])
+    right = sum(max(p, key=p.get) == test.label_names[y] for p, y in zip(predictions, test.labels))
+    assert right / 200 == pytest.approx(summary["final_eval_acc"])
+
+
+def test_cli_trains_on_a_generated_folder_of_pngs(tiny, tmp_path):
+    folder = png_folder(tmp_path / "squares")
+    out = tmp_path / "run"
+    assert main(["--model", tiny["vit"], "--task", "image-classification", "--dataset", str(folder), *ARGS,
+                 "--steps", "30", "--eval-every", "10", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == ["left", "middle", "right"] and summary["config"]["task"] == "image-classification"
+    assert (summary["train_rows"], summary["eval_rows"]) == (57, 15)
+    assert summary["final_eval_acc"] > 0.5  # chance is 1/3
+
+
+@pytest.mark.parametrize("task, model, dataset, message", [
+    (None, "vit", "bbc_news", r"the task is image-classification, inferred from model '.*vit', but dataset 'bbc_news' holds "
+                              r"texts; image-classification needs images \(a folder with one sub-folder per class"),
+    (None, "text", "digits", r"the task is text-classification, inferred from model '.*', but dataset 'digits' holds images; "
+                             r"text-classification needs texts with labels"),
+    ("causal-lm", "vit", "folder", r"the task is causal-lm, but dataset '.*shapes' holds images"),
+    ("text-classification", "text", "prompts", r"dataset '.*p.jsonl' holds prompts and completions; text-classification needs"),
+])
+def test_a_dataset_that_does_not_fit_the_task_is_refused(tiny, tmp_path, task, model, dataset, message):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    models = {"vit": tiny["vit"], "text": DEFAULT_MODEL}
+    datasets = {"folder": str(tiny["folder"]), "prompts": str(tmp_path / "p.jsonl")}
+    config = FinetuneConfig(model=models[model], task=task, dataset=datasets.get(dataset, dataset), method="head-only")
+    with pytest.raises(ValueError, match=message):
+        task_for(config)
+
+
+def test_image_table_takes_no_text_column(tiny):
+    with pytest.raises(ValueError, match="text_column is for text datasets; a table of images names its image column image, "):
+        task_for(FinetuneConfig(model=tiny["vit"], dataset="digits", text_column="x"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_an_image_classifier_like_one(tiny, tmp_path):
+    folder = png_folder(tmp_path / "squares", per_class=10)
+    args = ["--model", tiny["vit"], "--dataset", str(folder), *ARGS, "--steps", "6", "--eval-every", "3"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "surm_core.finetune", *args,
+               "--out", str(tmp_path / "ddp")]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("completed: 6 steps") == 1  # only rank 0 prints
+    ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["weights_sha256"][0] == ddp["weights_sha256"][1]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    # Each process took half of every global batch: the single-process run, up to rounding.
+    read = lambda d: [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["event"] != "done"]
+    assert [r["loss"] for r in read(tmp_path / "ddp")] == pytest.approx([r["loss"] for r in read(tmp_path / "one")], rel=1e-4)
+    assert ddp["final_eval_acc"] == one["final_eval_acc"]

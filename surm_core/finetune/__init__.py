@@ -1,12 +1,16 @@
-"""Fine-tuning with structured adapters (or the full / head-only baselines): config, data, engine, CLI.
+"""Fine-tuning with structured adapters (or the full / head-only baselines) for text or image
+classification or causal language modelling: config, data, tasks, engine, CLI.
 
 >>> summary = run(FinetuneConfig(method="circulant", budget=4096, steps=200, out_dir="runs/circ"))  # doctest: +SKIP
 >>> summary = run(load_config("my_run.json"))  # the same, from a JSON file of config fields  # doctest: +SKIP
 """
 from .checkpoint import run_status
 from .config import BASELINES, FinetuneConfig, check_seed, load_config
+from .causal import generate, load_causal_dataset
 from .data import BBC_NEWS, DatasetError, TextDataset, load_dataset, split, tokenize
 from .engine import resume, run, weights_digest
+from .images import load_image_dataset
+from .task import task_for
 
 __all__ = [
     "BBC_NEWS",
@@ -17,6 +21,10 @@ __all__ = [
     "check_seed",
     "load_config",
     "load_dataset",
+    "load_image_dataset",
+    "load_causal_dataset",
+    "generate",
+    "task_for",
     "split",
     "tokenize",
     "run",

@@ -16,7 +16,9 @@ import transformers
 from tqdm import tqdm
 
 from ..families import FAMILIES
+from ..models import TASKS
 from .data import BBC_NEWS
+from .images import BUILT_IN as IMAGE_DATASETS
 from .config import BASELINES, PRECISIONS, FinetuneConfig, load_config
 from .engine import run
 from ..runtime import reuse_large_buffers
@@ -53,8 +55,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m surm_core.finetune",
-        description="Fine-tune a sequence classifier with a structured adapter (or the full / head-only "
-        "baselines) and write metrics.jsonl, summary.json and the weights to a run directory. Under "
+        description="Fine-tune a text or image classifier or a causal language model with a structured adapter "
+        "(or the full / head-only baselines) and write metrics.jsonl, summary.json and the weights to a run directory. Under "
         "torchrun --nproc_per_node=N it trains with DistributedDataParallel. Ctrl-C stops the run "
         "after the current step and keeps what it reached.",
         formatter_class=HelpFormatter,
@@ -65,7 +67,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="out_dir", metavar="RUN_DIR",
                    help="run directory to create (must not hold a run already); required unless the --config file names out_dir")
     p.add_argument("--model", help="local model directory or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
-    p.add_argument("--dataset", help=f"{BBC_NEWS!r} (built in) or a .csv / .jsonl file")
+    p.add_argument("--task", choices=list(TASKS), help="what to fine-tune for (default: what the model's config says it is for)")
+    p.add_argument("--dataset", help=f"built in: {BBC_NEWS!r} (texts), {' / '.join(map(repr, IMAGE_DATASETS))} (images); "
+                   "or a .csv / .jsonl file (texts and labels; prompt and completion; image paths and labels), "
+                   "a folder of images with one sub-folder per class, or a .zip of one")
     p.add_argument("--text-column", help="text column of a CSV/JSONL file (default: detected from the column names)")
     p.add_argument("--label-column", help="label column of a CSV/JSONL file (default: detected from the column names)")
     p.add_argument("--family", "--method", dest="method", choices=[*FAMILIES, *BASELINES],
@@ -83,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-ratio", type=float, help="share of the steps with linear warmup (then linear decay to 0)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.add_argument("--max-length", type=int, help="tokens per text (longer texts are truncated)")
+    p.add_argument("--chat-template", action="store_true", help="causal LM: wrap prompts in the tokenizer's chat template")
     p.add_argument("--seed", type=int, help="fixes initialisation, dropout and batch order; 0 to 2**63 - 1")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available, else CPU")
     p.add_argument("--precision", choices=list(PRECISIONS), help="auto: bfloat16 autocast on CUDA, float32 on the CPU")
@@ -103,6 +109,19 @@ def config_from_args(given: dict) -> FinetuneConfig:
     if config.out_dir is None:
         raise ValueError("name the run directory: --out RUN_DIR (or out_dir in the --config file)")
     return config
+
+
+METRIC_NAMES = {"eval_acc": "accuracy", "eval_loss": "loss"}
+
+
+def describe_metrics(metrics: dict) -> str:
+    """``"eval accuracy 0.9500"``, or a causal LM's ``"eval loss 0.4940, perplexity 1.6388, exact
+    match 0.7917"`` (exact match only when its completions are short labels)."""
+    if metrics.get("eval_loss") is None:
+        accuracy = metrics.get("eval_acc")
+        return f"eval accuracy {accuracy:.4f}" if accuracy is not None else "eval accuracy n/a"
+    shown = f"eval loss {metrics['eval_loss']:.4f}, perplexity {metrics['perplexity']:.4f}"
+    return shown + (f", exact match {metrics['eval_acc']:.4f}" if metrics.get("eval_acc") is not None else "")
 
 
 def main(argv=None) -> int:
@@ -135,7 +154,7 @@ def main(argv=None) -> int:
         if event["loss"] is not None:
             bar.set_postfix(loss=f"{event['loss']:.4f}", acc=f"{event['train_acc']:.3f}", refresh=False)
         if event["event"] == "eval":
-            line = f"step {event['step']}/{event['total_steps']}: eval accuracy {event['eval_acc']:.4f}, loss {event['loss']:.4f}"
+            line = f"step {event['step']}/{event['total_steps']}: {describe_metrics(event)}, loss {event['loss']:.4f}"
             bar.write(line) if not bar.disable else print(line, flush=True)
 
     try:
@@ -147,9 +166,11 @@ def main(argv=None) -> int:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
     if rank0:
-        final, best = (f"{a:.4f}" if a is not None else "n/a" for a in (summary["final_eval_acc"], summary["best_eval_acc"]))
+        final = describe_metrics({k[len("final_"):]: v for k, v in summary.items() if k.startswith("final_")})
+        name, value = next((k[len("best_"):], v) for k, v in summary.items() if k.startswith("best_"))
+        best = f"{METRIC_NAMES[name]} {value:.4f}" if value is not None else "n/a"
         print(
-            f"{summary['stopped_reason']}: {summary['steps_done']} steps, eval accuracy {final} (best {best}), "
+            f"{summary['stopped_reason']}: {summary['steps_done']} steps, {final} (best {best}), "
             f"{summary['trainable_params']:,} trainable parameters, {summary['examples_per_s'] or 0:.1f} examples/s, "
             f"{summary['wall_time_s']:.1f} s on {summary['device']} x{summary['world_size']} processes\n"
             f"run directory: {summary['run_dir']}"

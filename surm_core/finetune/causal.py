@@ -1,10 +1,12 @@
 """Causal language-model data for fine-tuning: prompts with completions, or plain texts; the loss
-on completion tokens only, perplexity, exact match of greedy completions, and generation.
+on completion tokens only, and generation (the task itself, with perplexity and exact match, is
+:class:`surm_core.finetune.task.CausalLM`).
 
 A row is ``{"prompt": ..., "completion": ...}`` (the model learns to continue the prompt with the
 completion; the prompt's tokens carry no loss) or ``{"text": ...}`` (every token carries loss).
-Built in: BBC News phrased as text (``"<article>\\nTopic:"`` → ``" business"``), so a
-classification task can be compared with the classifier path.
+A classification dataset (BBC News, a CSV of texts and labels) is phrased as prompts and
+completions (``"<article>\\nTopic:"`` → ``" business"``), so that a classification task can be
+compared with the classifier path.
 
 >>> data = load_causal_dataset("bbc_news")
 >>> data.kind, data.short_labels, data.completions[0]
@@ -16,14 +18,22 @@ classification task can be compared with the classifier path.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .data import BBC_NEWS, LABEL_COLUMNS, DatasetError, load_bbc_news, read_csv_rows, read_jsonl_rows, split
+from .data import (
+    BBC_NEWS,
+    LABEL_COLUMNS,
+    DatasetError,
+    TextDataset,
+    load_dataset,
+    read_csv_rows,
+    read_jsonl_rows,
+    split,
+)
 
 #: Label value that ``cross_entropy`` ignores: prompt and padding positions.
 IGNORE = -100
@@ -63,19 +73,22 @@ class CausalDataset:
         )
 
 
-def load_causal_dataset(name_or_path: str) -> CausalDataset:
-    """Load ``"bbc_news"`` (as prompts and topic completions) or a ``.jsonl`` / ``.csv`` file with
-    ``prompt`` and ``completion`` columns, or a ``text`` column.
+def load_causal_dataset(name_or_path: str, text_column: str | None = None, label_column: str | None = None) -> CausalDataset:
+    """Load a ``.jsonl`` / ``.csv`` file with ``prompt`` and ``completion`` columns, or a
+    classification dataset phrased as text, or a file of plain texts.
 
-    Raises :class:`DatasetError` for a missing or malformed file, neither column set, a row with
-    a non-string prompt or an empty completion / text (row named), fewer than 2 rows, and a
-    classification dataset (a ``text`` column beside a ``label`` one: phrase it as prompt and
-    completion instead).
+    * ``prompt`` and ``completion`` columns: as they are.
+    * A label column (named, or one of ``data.LABEL_COLUMNS``), and ``"bbc_news"``: the
+      classification dataset as :func:`surm_core.finetune.load_dataset` reads it (checked the
+      same way), each row phrased as ``"<text>\nLabel:"`` → ``" <label>"`` (``Topic`` for BBC
+      News), so that a classification task can be compared with the classifier path.
+    * Otherwise the ``text`` column (or ``text_column``): plain texts.
+
+    Raises :class:`DatasetError` for a missing or malformed file, none of these columns, a row
+    with a non-string prompt or an empty completion / text (row named), and fewer than 2 rows.
     """
     if name_or_path == BBC_NEWS:
-        news = load_bbc_news()
-        prompts = [f"{text}\nTopic:" for text in news.texts]
-        return from_pairs(BBC_NEWS, "prompt-completion", prompts, [f" {news.label_names[y]}" for y in news.labels])
+        return phrase(load_dataset(BBC_NEWS), "Topic")
     path = Path(name_or_path)
     if not path.is_file():
         raise DatasetError(f"no dataset file at {str(path)!r} (and it is not the built-in {BBC_NEWS!r})")
@@ -87,20 +100,19 @@ def load_causal_dataset(name_or_path: str) -> CausalDataset:
     except UnicodeDecodeError:
         raise DatasetError(f"{path.name} is not UTF-8 text; save the file as UTF-8") from None
     columns, rows = readers[path.suffix.lower()](text, path.name)
+    for given, role in ((text_column, "text"), (label_column, "label")):
+        if given is not None and given not in columns:
+            raise DatasetError(f"{path.name} has no {role} column {given!r}; its columns are {columns}")
     if {"prompt", "completion"} <= set(columns):
         kind, prompt_key, completion_key = "prompt-completion", "prompt", "completion"
-    elif "text" in columns:
-        labels = [c for c in columns if c.strip().lower() in LABEL_COLUMNS]
-        if labels:
-            raise DatasetError(
-                f"{path.name} is a classification dataset (columns 'text' and {labels[0]!r}); a causal "
-                "language model needs 'prompt' and 'completion' columns (e.g. the text as prompt and the "
-                "label as completion) or a 'text' column alone; or use a text-classification model"
-            )
-        kind, prompt_key, completion_key = "text", None, "text"
+    elif label_column is not None or any(c.strip().lower() in LABEL_COLUMNS for c in columns):
+        return phrase(load_dataset(str(path), text_column, label_column), "Label")
+    elif (text_column or "text") in columns:
+        kind, prompt_key, completion_key = "text", None, text_column or "text"
     else:
         raise DatasetError(
-            f"{path.name} needs 'prompt' and 'completion' columns, or a 'text' column; its columns are {columns}"
+            f"{path.name} needs 'prompt' and 'completion' columns, a 'text' column, or text and label columns; "
+            f"its columns are {columns}"
         )
     prompts, completions = [], []
     for row_num, row in enumerate(rows, start=1):
@@ -115,6 +127,12 @@ def load_causal_dataset(name_or_path: str) -> CausalDataset:
     if len(rows) < 2:
         raise DatasetError(f"{path.name} has {len(rows)} row(s); need at least 2 (one to train on, one to test on)")
     return from_pairs(path.name, kind, prompts, completions)
+
+
+def phrase(data: TextDataset, cue: str) -> CausalDataset:
+    """A classification dataset as prompts ``"<text>\n<cue>:"`` and completions ``" <label>"``."""
+    prompts = [f"{text}\n{cue}:" for text in data.texts]
+    return from_pairs(data.name, "prompt-completion", prompts, [f" {data.label_names[y]}" for y in data.labels])
 
 
 def from_pairs(name: str, kind: str, prompts: list[str], completions: list[str]) -> CausalDataset:
@@ -211,43 +229,6 @@ def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return total, (targets != IGNORE).sum()
 
 
-@torch.no_grad()
-def evaluate_loss(model, rows: list[dict], collate: CausalCollator, batch_size: int, device, autocast) -> dict:
-    """``{"eval_loss", "perplexity"}``: the mean loss per target token over ``rows`` and its
-    exponential, ``exp(eval_loss)``."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in collate(rows[start:start + batch_size]).items()}
-        labels = batch.pop("labels")
-        with autocast:
-            logits = model(**batch).logits
-        loss_sum, n = completion_loss(logits, labels)
-        total += loss_sum.item()
-        count += n.item()
-    model.train(was_training)
-    eval_loss = total / count
-    return {"eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 700.0))}
-
-
-def exact_match(model, tokenizer, data: CausalDataset, batch_size: int, chat_template: bool = False) -> float:
-    """The share of rows whose greedy completion equals the expected one (both as the tokenizer
-    decodes them, stripped: an uncased tokenizer's ``"Sport"`` is ``"sport"``). Meant for short
-    label completions (``data.short_labels``); generation stops after the longest one."""
-    targets = [normalize(tokenizer, c) for c in data.completions]
-    longest = max(len(tokenizer(c, add_special_tokens=False).input_ids) for c in data.completions)
-    hits = 0
-    for start in range(0, len(data), batch_size):
-        outputs = generate(model, tokenizer, data.prompts[start:start + batch_size], longest + 1, chat_template)
-        hits += sum(o.strip() == t for o, t in zip(outputs, targets[start:start + batch_size]))
-    return hits / len(data)
-
-
-def normalize(tokenizer, text: str) -> str:
-    return tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids, skip_special_tokens=True).strip()
-
-
 # -- generation -------------------------------------------------------------------------------------
 @torch.no_grad()
 def generate(model, tokenizer, prompts, max_new_tokens: int = 32, chat_template: bool = False, max_length: int | None = None):
@@ -298,8 +279,6 @@ __all__ = [
     "CausalDataset",
     "completion_loss",
     "encode",
-    "evaluate_loss",
-    "exact_match",
     "generate",
     "load_causal_dataset",
     "prompt_ids",

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from ..families import FAMILIES
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, TASKS
 from .data import BBC_NEWS
 
 BASELINES = ("full", "head-only")
@@ -27,6 +27,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class FinetuneConfig:
     """Everything that defines a run (recorded in full in ``summary.json`` and ``config.json``).
 
+    * ``task``: ``"text-classification"``, ``"image-classification"`` or ``"causal-lm"``
+      (``None``: the one the model's config is for, see :func:`surm_core.models.infer_task`);
+      it decides which datasets fit (see :mod:`.task`). ``chat_template``: a causal LM's
+      prompts are wrapped in its tokenizer's chat template.
     * ``method``: a family in ``surm_core.FAMILIES`` (an adapter on ``target_modules``, sized by
       ``budget`` per layer or by ``hparams``), ``"full"`` (every weight trains) or ``"head-only"``
       (only the classification head trains). The head always trains.
@@ -52,6 +56,7 @@ class FinetuneConfig:
     """
 
     model: str = DEFAULT_MODEL
+    task: str | None = None
     dataset: str = BBC_NEWS
     text_column: str | None = None
     label_column: str | None = None
@@ -66,6 +71,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_length: int = 128
+    chat_template: bool = False
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -101,6 +107,10 @@ class FinetuneConfig:
         if not (is_number(self.weight_decay) and 0 <= self.weight_decay < math.inf):
             raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
         check_seed(self.seed)
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS} (or None: the model's), got {self.task!r}")
+        if not isinstance(self.chat_template, bool):
+            raise ValueError(f"chat_template must be true or false, got {self.chat_template!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.precision not in PRECISIONS:

@@ -54,7 +54,10 @@ def run(config: FinetuneConfig, on_event=None, should_stop=None) -> dict:
     ``eval_acc`` (``None`` unless evaluated at that step), ``trainable_params``,
     ``examples_per_s`` (training throughput so far), ``elapsed_s``, ``device``; the ``"done"``
     event adds ``reason`` and carries the final evaluation. Step events arrive at most
-    ``MAX_EVENTS_PER_S`` times a second (``metrics.jsonl`` has them all).
+    ``MAX_EVENTS_PER_S`` times a second (``metrics.jsonl`` has them all). For a causal language
+    model (``config.task``, see :mod:`.task`) ``loss`` and ``train_acc`` are per completion
+    token, and evaluations add ``eval_loss`` and ``perplexity``; its ``eval_acc`` is the exact
+    match of greedy completions when they are short labels, else ``None``.
 
     ``should_stop()`` is asked before every step; once true the run ends without taking another
     step, evaluates what it reached (on the same rows as every evaluation), saves its weights and
@@ -63,7 +66,9 @@ def run(config: FinetuneConfig, on_event=None, should_stop=None) -> dict:
     on a loss that stays above ``DIVERGENCE_FACTOR`` times its first step's for
     ``DIVERGENCE_STEPS`` steps ("diverged at step N: lower the learning rate (lr=…)"), and when
     CUDA runs out of memory; those runs keep no weights and no checkpoint, and their
-    ``final_eval_acc`` is ``None``. Under ``torchrun`` every process trains on its share of each
+    ``final_eval_acc`` is ``None``. The summary holds the task's final metrics
+    (``final_eval_acc``; for a causal LM also ``final_eval_loss`` and ``final_perplexity``) and
+    the best value of the one that ranks them (``best_eval_acc``, or ``best_eval_loss``). Under ``torchrun`` every process trains on its share of each
     batch (DistributedDataParallel: gloo on CPU, NCCL on CUDA) and only rank 0 calls
     ``on_event`` and writes files.
 
@@ -147,7 +152,7 @@ class Progress:
     """Where a run is: what a checkpoint stores besides tensors, so a resumed run goes on counting."""
 
     step: int = 0
-    eval_accs: dict = dataclasses.field(default_factory=dict)  # step -> accuracy, scheduled evaluations
+    evals: dict = dataclasses.field(default_factory=dict)  # step -> the task's metrics, scheduled evaluations
     load_s: float = 0.0
     train_s: float = 0.0
     eval_s: float = 0.0
@@ -159,11 +164,11 @@ class Progress:
     resumed_at: list = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "eval_accs": {str(k): v for k, v in self.eval_accs.items()}}
+        return {**dataclasses.asdict(self), "evals": {str(k): v for k, v in self.evals.items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> "Progress":
-        return cls(**{**d, "eval_accs": {int(k): v for k, v in d["eval_accs"].items()}})
+        return cls(**{**d, "evals": {int(k): v for k, v in d["evals"].items()}})
 
     def check_loss(self, step: int, loss: float, lr: float) -> str | None:
         """Why the run must end before applying ``step``'s update, or ``None``."""
@@ -219,11 +224,11 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
     eval_tokens = EVAL_BATCH_FACTOR * config.batch_size // world * config.max_length
     base = {"total_steps": total_steps, "trainable_params": trainable_params, "device": describe(device)}
 
-    def evaluate_timed() -> float:
+    def evaluate_timed() -> dict:
         t0 = time.perf_counter()
-        acc = evaluate(model, task, eval_rows, eval_tokens, device, autocast)
+        metrics = evaluate(model, task, eval_rows, eval_tokens, device, autocast)
         progress.eval_s += time.perf_counter() - t0
-        return acc
+        return metrics
 
     def save_checkpoint() -> None:
         t0 = time.perf_counter()
@@ -275,8 +280,8 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
                 event = {"event": "step", "step": progress.step, "loss": loss_sum / count, "train_acc": correct / count,
                          "eval_acc": None, "examples_per_s": throughput()}
                 if progress.step % config.eval_every == 0 or progress.step == total_steps:
-                    progress.eval_accs[progress.step] = evaluate_timed()
-                    event.update(event="eval", eval_acc=progress.eval_accs[progress.step])
+                    progress.evals[progress.step] = evaluate_timed()
+                    event.update(event="eval", **progress.evals[progress.step])
                 emit(event)
                 if event["event"] == "eval" and progress.step < total_steps:
                     save_checkpoint()
@@ -286,19 +291,21 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
             optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
 
-        final_acc = None
+        final = None
         if reason == "completed":
-            final_acc = progress.eval_accs[total_steps]
+            final = progress.evals[total_steps]
         elif reason == "stopped" and progress.step > 0:
-            final_acc = progress.eval_accs.get(progress.step)
-            if final_acc is None:
-                final_acc = evaluate_timed()
+            final = progress.evals.get(progress.step)
+            if final is None:
+                final = evaluate_timed()
             if checkpoint_step != progress.step:
                 save_checkpoint()
-        accs = [*progress.eval_accs.values(), *([final_acc] if final_acc is not None else [])]
+        # The task's metrics at the end (final_eval_acc; final_eval_loss, final_perplexity, ...)
+        # and the best value of the one that ranks evaluations (best_eval_acc or best_eval_loss).
+        ranked = [m[task.metric] for m in [*progress.evals.values(), *([final] if final else [])]]
         summary = {
-            "final_eval_acc": final_acc,
-            "best_eval_acc": max(accs) if accs else None,
+            **{f"final_{name}": final[name] if final else None for name in task.metric_names},
+            f"best_{task.metric}": (max if task.higher_is_better else min)(ranked) if ranked else None,
             "trainable_params": trainable_params,
             "adapter_params": trainable_params - head_params,
             "steps_done": progress.step,
@@ -318,7 +325,7 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
         if rank == 0 and run_dir is not None and reason in ("completed", "stopped"):
             save_weights(model, config.method, run_dir)
         emit({"event": "done", "reason": reason, "step": progress.step, "loss": None, "train_acc": None,
-              "eval_acc": final_acc, "examples_per_s": throughput()})
+              "eval_acc": None, **(final or {}), "examples_per_s": throughput()})
         summary.update({
             "load_s": progress.load_s, "train_s": progress.train_s, "eval_s": progress.eval_s,
             "checkpoint_s": progress.checkpoint_s, "wall_time_s": progress.wall_s + time.perf_counter() - started,
@@ -341,7 +348,7 @@ def prepare(model, config: FinetuneConfig, head: list[str]) -> None:
     else:
         inject(model, AdapterConfig(
             config.method, target_modules=config.target_modules, budget=config.budget,
-            hparams=config.hparams, modules_to_save=head,
+            hparams=config.hparams, modules_to_save=head or None,  # a causal LM has no new head
         ))
 
 
@@ -361,8 +368,8 @@ def batch_indices(n: int, batch_size: int, seed: int, rank: int, world: int):
             yield order[start + rank * share: start + (rank + 1) * share]
 
 
-def evaluate(model, task, rows: list[dict], batch_tokens: int, device, autocast) -> float:
-    """The task's metric on ``rows``, each process scoring every ``world``-th row.
+def evaluate(model, task, rows: list[dict], batch_tokens: int, device, autocast) -> dict:
+    """The task's metrics on ``rows``, each process scoring every ``world``-th row.
 
     Without autograd (``torch.inference_mode``), longest rows first in batches of up to
     ``batch_tokens`` padded tokens: sorted by length, a batch's rows are padded to about their
@@ -371,7 +378,7 @@ def evaluate(model, task, rows: list[dict], batch_tokens: int, device, autocast)
     rank, world = rank_and_world()
     model.eval()
     mine = sorted(rows[rank::world], key=task.length, reverse=True)
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(len(task.score_names), dtype=torch.float64)
     start = 0
     with torch.inference_mode():
         while start < len(mine):
@@ -379,7 +386,7 @@ def evaluate(model, task, rows: list[dict], batch_tokens: int, device, autocast)
             batch = task.collate(mine[start:start + size]).to(device)
             totals += task.score(model, batch, autocast).cpu()
             start += size
-    return task.metric_value(global_sum(totals.clone().to(device)))
+    return task.metrics(global_sum(totals.clone().to(device)))
 
 
 def global_sum(values: torch.Tensor) -> torch.Tensor:
