@@ -34,7 +34,7 @@ from surm_core.finetune.causal import (
     prompt_ids,
     split,
 )
-from surm_core.finetune import FinetuneConfig, task_for
+from surm_core.finetune import FinetuneConfig, resume, run, task_for
 from surm_core.finetune.__main__ import main
 from surm_core.finetune.data import DatasetError
 from surm_core.models import DEFAULT_MODEL, infer_task, load_causal_lm
@@ -376,3 +376,16 @@ def test_a_classification_dataset_is_phrased_as_prompts_and_completions(tiny, tm
         assert phrased.label_names == ["negative", "positive"] and phrased.short_labels
     with pytest.raises(DatasetError, match=r"has no label column 'kind'; its columns are \['review', 'sentiment'\]"):
         load_causal_dataset(str(tmp_path / "named.csv"), label_column="kind")
+
+
+def test_a_stopped_causal_run_resumes_to_the_uninterrupted_result(tiny, tmp_path):
+    settings = dict(model=tiny["llama"], dataset=tiny["reviews"], method="lowrank", hparams={"r": 2}, steps=6,
+                    batch_size=16, eval_every=3, eval_size=32, max_length=32)
+    whole = run(FinetuneConfig(**settings, out_dir=str(tmp_path / "whole")))
+    asked = iter(range(100))
+    stopped = run(FinetuneConfig(**settings, out_dir=str(tmp_path / "part")), should_stop=lambda: next(asked) >= 4)
+    assert (stopped["stopped_reason"], stopped["steps_done"]) == ("stopped", 4)
+    resumed = resume(tmp_path / "part")
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    metrics = ("final_eval_loss", "final_perplexity", "final_eval_acc", "best_eval_loss")
+    assert [resumed[k] for k in metrics] == [whole[k] for k in metrics]
