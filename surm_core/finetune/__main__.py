@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..families import FAMILIES
 from .data import BBC_NEWS
 from .config import BASELINES, PRECISIONS, FinetuneConfig, load_config
-from .engine import run
+from .engine import resume, run
 from ..runtime import reuse_large_buffers
 
 DEFAULTS = FinetuneConfig().to_dict()
@@ -56,10 +56,13 @@ def parser() -> argparse.ArgumentParser:
         description="Fine-tune a sequence classifier with a structured adapter (or the full / head-only "
         "baselines) and write metrics.jsonl, summary.json and the weights to a run directory. Under "
         "torchrun --nproc_per_node=N it trains with DistributedDataParallel. Ctrl-C stops the run "
-        "after the current step and keeps what it reached.",
+        "after the current step, evaluates and keeps what it reached (a second Ctrl-C interrupts at "
+        "once); --resume continues a stopped or killed run from its last checkpoint.",
         formatter_class=HelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the killed or stopped run in RUN_DIR where its last checkpoint left it (no other options)")
     p.add_argument("--config", metavar="FILE",
                    help="a JSON object of config fields (a run directory's config.json is one); options given here override it")
     p.add_argument("--out", dest="out_dir", metavar="RUN_DIR",
@@ -107,8 +110,11 @@ def config_from_args(given: dict) -> FinetuneConfig:
 
 def main(argv=None) -> int:
     given = vars(parser().parse_args(argv))
+    resume_dir = given.pop("resume", None)
     try:
-        config = config_from_args(given)
+        if resume_dir is not None and given:
+            raise ValueError(f"--resume continues a run with its own config.json; drop {', '.join(sorted(given))}")
+        config = config_from_args(given) if resume_dir is None else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -139,22 +145,32 @@ def main(argv=None) -> int:
             bar.write(line) if not bar.disable else print(line, flush=True)
 
     try:
-        summary = run(config, on_event=on_event, should_stop=stop.is_set)
+        if resume_dir is not None:
+            summary = resume(resume_dir, on_event=on_event, should_stop=stop.is_set)
+        else:
+            summary = run(config, on_event=on_event, should_stop=stop.is_set)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
+    reason = summary["stopped_reason"]
     if rank0:
         final, best = (f"{a:.4f}" if a is not None else "n/a" for a in (summary["final_eval_acc"], summary["best_eval_acc"]))
         print(
-            f"{summary['stopped_reason']}: {summary['steps_done']} steps, eval accuracy {final} (best {best}), "
-            f"{summary['trainable_params']:,} trainable parameters, {summary['examples_per_s'] or 0:.1f} examples/s, "
-            f"{summary['wall_time_s']:.1f} s on {summary['device']} x{summary['world_size']} processes\n"
+            f"{reason if reason in ('completed', 'stopped') else 'failed'}: {summary['steps_done']} steps, "
+            f"eval accuracy {final} (best {best}), {summary['trainable_params']:,} trainable parameters, "
+            f"{summary['examples_per_s'] or 0:.1f} examples/s, {summary['wall_time_s']:.1f} s on {summary['device']} "
+            f"x{summary['world_size']} processes (loading {summary['load_s']:.1f} s, steps {summary['train_s']:.1f} s, "
+            f"evaluation {summary['eval_s']:.1f} s)\n"
             f"run directory: {summary['run_dir']}"
         )
-    return 0 if summary["stopped_reason"] in ("completed", "stopped") else 1
+        if reason == "stopped":
+            print(f"resume it with: python -m surm_core.finetune --resume {summary['run_dir']}")
+        elif reason != "completed":
+            print(f"error: {reason}", file=sys.stderr)
+    return 0 if reason in ("completed", "stopped") else 1
 
 
 if __name__ == "__main__":
