@@ -9,7 +9,10 @@ from .config import BASELINES, FinetuneConfig, check_seed, load_config
 from .causal import generate, load_causal_dataset
 from .data import BBC_NEWS, DatasetError, TextDataset, load_dataset, split, tokenize
 from .engine import resume, run, weights_digest
+from .estimate import estimate_time
 from .images import load_image_dataset
+from .inference import load_snippet, predict
+from .prepare import preview
 from .task import task_for
 
 __all__ = [
@@ -30,5 +33,9 @@ __all__ = [
     "run",
     "resume",
     "run_status",
+    "preview",
+    "estimate_time",
+    "predict",
+    "load_snippet",
     "weights_digest",
 ]
