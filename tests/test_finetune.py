@@ -401,7 +401,7 @@ def test_evaluation_in_length_sorted_token_batches_matches_one_row_at_a_time(tin
     monkeypatch.setattr(the_task, "collate", recording_collate)
     monkeypatch.setattr(the_task, "score", checked_score)
     budget = 96
-    accuracy = engine.evaluate(model, the_task, rows, budget, torch.device("cpu"), no_autocast)
+    accuracy = engine.evaluate(model, the_task, rows, budget, torch.device("cpu"), no_autocast)["eval_acc"]
     lengths = [n for batch in batches for n in batch]
     assert sorted(lengths, reverse=True) == lengths and len(lengths) == len(rows)  # each row once, longest first
     assert all(len(b) * max(b) <= budget or len(b) == 1 for b in batches) and len(batches) < len(rows) / 2

@@ -160,7 +160,7 @@ def test_checkpoints_are_safetensors_and_json(tiny, tmp_path):
     run(config_for(tiny, **SETTINGS, method="head-only", hparams=None, out_dir=str(out)), should_stop=stop_after(6))
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["checkpoint.json", "step-00000006.safetensors"]
     meta = json.loads((out / "checkpoint" / "checkpoint.json").read_text())
-    assert meta["step"] == 6 and meta["state"]["step"] == 6 and meta["state"]["eval_accs"].keys() == {"5"}
+    assert meta["step"] == 6 and meta["state"]["step"] == 6 and meta["state"]["evals"].keys() == {"5"}
     tensors = load_file(out / "checkpoint" / "step-00000006.safetensors")
     assert sorted(tensors) == ["model/classifier.bias", "model/classifier.weight", "optimizer/0/exp_avg",
                                "optimizer/0/exp_avg_sq", "optimizer/0/step", "optimizer/1/exp_avg",
