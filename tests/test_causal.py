@@ -34,7 +34,7 @@ from surm_core.finetune.causal import (
     prompt_ids,
     split,
 )
-from surm_core.finetune import FinetuneConfig, resume, run, task_for
+from surm_core.finetune import FinetuneConfig, predict, resume, run, task_for
 from surm_core.finetune.__main__ import main
 from surm_core.finetune.data import DatasetError
 from surm_core.models import DEFAULT_MODEL, infer_task, load_causal_lm
@@ -362,6 +362,8 @@ def test_cli_trains_a_causal_lm_and_reports_perplexity(tiny, arch, tmp_path, cap
     completions = task.predict(model, test.prompts, max_new_tokens=3)
     generated = sum(c.strip() == t.strip() for c, t in zip(completions, test.completions)) / len(test)
     assert summary["final_eval_acc"] == pytest.approx(generated) and generated > 0.6  # chance: 0.5
+    # The run directory answers too, with the default number of new tokens (generation stops at the end token).
+    assert predict(out, test.prompts[:4]) == completions[:4]
 
 
 def test_a_classification_dataset_is_phrased_as_prompts_and_completions(tiny, tmp_path):

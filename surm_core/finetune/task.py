@@ -280,8 +280,7 @@ class CausalLM:
 
     def predict(self, model, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy completions of ``prompts``, up to ``max_new_tokens`` tokens each."""
-        return causal.generate(model, self.tokenizer, prompts, max_new_tokens, self.config.chat_template,
-                               max_length=self.config.max_length)
+        return causal.generate(model, self.tokenizer, prompts, max_new_tokens, self.config.chat_template)
 
 
 TASK_CLASSES = {task.name: task for task in (TextClassification, ImageClassification, CausalLM)}
