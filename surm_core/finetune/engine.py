@@ -100,9 +100,10 @@ def execute(config, run_dir, resuming, on_event, should_stop) -> dict:
     started = time.perf_counter()
     device = pick_device(config.device)
     own_group = start_distributed(device)
-    lock = None
+    lock, made_dir = None, False
     try:
         if run_dir is not None and is_rank0():
+            made_dir = not run_dir.exists()
             run_dir.mkdir(parents=True, exist_ok=True)
             lock = ckpt.lock(run_dir)
             if resuming:  # the run goes on: it is no longer stopped
@@ -110,6 +111,14 @@ def execute(config, run_dir, resuming, on_event, should_stop) -> dict:
             else:
                 ckpt.write_json(run_dir / ckpt.CONFIG_FILE, config.to_dict())
         return train(config, device, run_dir, resuming, started, on_event, should_stop)
+    except BaseException:
+        # A run that failed before its first record (a bad model, dataset or setting) leaves
+        # nothing behind: no half-made run directory to list.
+        if lock is not None and not resuming and not (run_dir / ckpt.METRICS_FILE).exists():
+            (run_dir / ckpt.CONFIG_FILE).unlink(missing_ok=True)
+            if made_dir:
+                run_dir.rmdir()
+        raise
     finally:
         if lock is not None:
             os.close(lock)
