@@ -155,6 +155,13 @@ def test_a_killed_cli_run_resumes_to_the_weights_of_an_uninterrupted_run(tiny, r
     assert comparable(records) == comparable(reference[1])  # steps 6-8 were done again, and are there once
 
 
+def test_a_run_stopped_before_its_first_step_resumes_from_the_start(tiny, reference, tmp_path):
+    run(config_for(tiny, **SETTINGS, out_dir=str(tmp_path / "run")), should_stop=lambda: True)
+    assert run_status(tmp_path / "run") == {"state": "stopped", "resumable": True, "steps_done": 0, "resume_step": 0,
+                                            "detail": "stopped at step 0; resumable"}
+    assert resume(tmp_path / "run")["weights_sha256"] == reference[0]["weights_sha256"]
+
+
 def test_checkpoints_are_safetensors_and_json(tiny, tmp_path):
     out = tmp_path / "run"
     run(config_for(tiny, **SETTINGS, method="head-only", hparams=None, out_dir=str(out)), should_stop=stop_after(6))

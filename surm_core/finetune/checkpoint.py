@@ -187,8 +187,8 @@ def run_status(run_dir) -> dict:
         if reason == "completed":
             return status("complete", "completed", steps_done=steps)
         if reason == "stopped":
-            if checkpoint == steps:
-                return status("stopped", f"stopped at step {steps}; resumable", checkpoint, steps)
+            if checkpoint == steps or (checkpoint is None and steps == 0):  # stopped before its first step
+                return status("stopped", f"stopped at step {steps}; resumable", steps, steps)
             return status("stopped", f"stopped at step {steps}; its checkpoint is gone, so it cannot resume", steps_done=steps)
         return status("failed", reason, steps_done=steps)
     if not (run_dir / CONFIG_FILE).is_file():
