@@ -89,7 +89,8 @@ def resume(run_dir, on_event=None, should_stop=None) -> dict:
     (:func:`surm_core.finetune.run_status` says why).
     """
     run_dir = Path(run_dir)
-    status = ckpt.run_status(run_dir)
+    # Under torchrun rank 0 checks (the others would find its lock taken and the run "running").
+    status = ckpt.run_status(run_dir) if int(os.environ.get("RANK", 0)) == 0 else {"resumable": True}
     if not status["resumable"]:
         raise ValueError(f"cannot resume {run_dir}: {status['detail']}")
     config = load_config(run_dir / ckpt.CONFIG_FILE, out_dir=str(run_dir))
