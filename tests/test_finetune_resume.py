@@ -146,7 +146,7 @@ def test_a_killed_cli_run_resumes_to_the_weights_of_an_uninterrupted_run(tiny, r
                                "detail": "interrupted after step 8; resumable from step 5"}
 
     assert main(["--resume", str(out)]) == 0
-    assert f"completed: 12 steps" in capsys.readouterr().out
+    assert "completed: 12 steps" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["weights_sha256"] == reference[0]["weights_sha256"]
     assert summary["resumed_at"] == [5] and summary["config"]["out_dir"] == str(out)

@@ -493,7 +493,7 @@ class EventLog:
         if run_dir is not None:
             path = run_dir / ckpt.METRICS_FILE
             if keep_until is not None:
-                kept = [line for line in read_records(path)
+                kept = [line for line in ckpt.read_records(path)
                         if line["event"] in ("step", "eval", "resume") and line["step"] <= keep_until]
                 ckpt.write_atomically(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
             self.file = open(path, "a" if keep_until is not None else "w", encoding="utf-8")
@@ -514,14 +514,3 @@ class EventLog:
     def __exit__(self, *exc):
         if self.file is not None:
             self.file.close()
-
-
-def read_records(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl``, without a last line cut short by a kill."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
