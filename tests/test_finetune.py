@@ -249,11 +249,29 @@ def test_budget_sizes_the_adapter(tiny):
         ({"warmup_ratio": 1}, r"warmup_ratio must be in \[0, 1\), got 1"),
         ({"device": "tpu"}, r"device must be 'auto', 'cpu' or 'cuda', got 'tpu'"),
         ({"eval_size": 0}, r"eval_size must be a positive integer, got 0"),
+        ({"seed": -1}, r"seed must be an integer from 0 to 2\*\*63 - 1, got -1"),
+        ({"seed": 2**63}, r"seed must be an integer from 0 to 2\*\*63 - 1, got 9223372036854775808"),
+        ({"seed": 1.5}, r"seed must be an integer from 0 to 2\*\*63 - 1, got 1.5"),
+        ({"model": ""}, r"model must be a non-empty string, got ''"),
     ],
 )
 def test_bad_configs_are_refused(tiny, overrides, message):
     with pytest.raises(ValueError, match=message):
         config_for(tiny, **overrides)
+
+
+def test_the_largest_seed_runs(tiny):
+    assert run(config_for(tiny, steps=1, seed=2**63 - 1))["stopped_reason"] == "completed"
+
+
+def test_a_run_that_fails_to_start_leaves_nothing_behind(tiny, tmp_path):
+    with pytest.raises(ValueError, match="could not load model"):
+        run(config_for(tiny, model=str(tmp_path / "missing"), out_dir=str(tmp_path / "new")))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "made").mkdir()  # the app makes the run directory before it starts the run
+    with pytest.raises(ValueError, match="no dataset file"):
+        run(config_for(tiny, dataset=str(tmp_path / "missing.csv"), out_dir=str(tmp_path / "made")))
+    assert list((tmp_path / "made").iterdir()) == []
 
 
 def test_bad_runs_are_refused_before_training(tiny, tmp_path):

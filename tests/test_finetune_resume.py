@@ -146,13 +146,20 @@ def test_a_killed_cli_run_resumes_to_the_weights_of_an_uninterrupted_run(tiny, r
                                "detail": "interrupted after step 8; resumable from step 5"}
 
     assert main(["--resume", str(out)]) == 0
-    assert f"completed: 12 steps" in capsys.readouterr().out
+    assert "completed: 12 steps" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["weights_sha256"] == reference[0]["weights_sha256"]
     assert summary["resumed_at"] == [5] and summary["config"]["out_dir"] == str(out)
     records = read_metrics(out)
     assert [r["step"] for r in records if r["event"] == "resume"] == [5]
     assert comparable(records) == comparable(reference[1])  # steps 6-8 were done again, and are there once
+
+
+def test_a_run_stopped_before_its_first_step_resumes_from_the_start(tiny, reference, tmp_path):
+    run(config_for(tiny, **SETTINGS, out_dir=str(tmp_path / "run")), should_stop=lambda: True)
+    assert run_status(tmp_path / "run") == {"state": "stopped", "resumable": True, "steps_done": 0, "resume_step": 0,
+                                            "detail": "stopped at step 0; resumable"}
+    assert resume(tmp_path / "run")["weights_sha256"] == reference[0]["weights_sha256"]
 
 
 def test_checkpoints_are_safetensors_and_json(tiny, tmp_path):

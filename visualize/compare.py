@@ -76,7 +76,7 @@ def approximation_curves(W, budgets, families=None) -> go.Figure:
     A family appears from the smallest budget it fits in. Budgets that give the same member
     (same hyperparameters) are computed once: the curves are step functions of the budget.
 
-    >>> fig = approximation_curves(torch.eye(4), [4, 8], families=["circulant"])
+    >>> fig = approximation_curves(torch.eye(4), [16, 20], families=["dense"])
     >>> fig.data[0].y
     (0.0, 0.0)
     """
@@ -114,8 +114,8 @@ def approximation_table(W, budget: int, families=None) -> list[dict]:
     ``hparams``, numerical ``rank``, ``displacement_rank`` under (Z1, Z-1) (None for a
     rectangular W) and ``rel_error``. Families needing more than ``budget`` are left out.
 
-    >>> [row["rank"] for row in approximation_table(torch.eye(4), 8, families=["lowrank"])]
-    [1]
+    >>> [row["rank"] for row in approximation_table(torch.eye(4), 16, families=["dense"])]
+    [4]
     """
     W = as_matrix(W)
     d_out, d_in = W.shape

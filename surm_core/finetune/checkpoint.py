@@ -187,8 +187,8 @@ def run_status(run_dir) -> dict:
         if reason == "completed":
             return status("complete", "completed", steps_done=steps)
         if reason == "stopped":
-            if checkpoint == steps:
-                return status("stopped", f"stopped at step {steps}; resumable", checkpoint, steps)
+            if checkpoint == steps or (checkpoint is None and steps == 0):  # stopped before its first step
+                return status("stopped", f"stopped at step {steps}; resumable", steps, steps)
             return status("stopped", f"stopped at step {steps}; its checkpoint is gone, so it cannot resume", steps_done=steps)
         return status("failed", reason, steps_done=steps)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -214,15 +214,21 @@ def read_checkpoint_step(run_dir: Path) -> int | None:
 
 
 def last_step(run_dir: Path) -> int | None:
-    """The step of the last readable record of ``metrics.jsonl``."""
-    step = None
+    """The step of the last record of ``metrics.jsonl``, ``None`` if it has none."""
     try:
-        lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+        records = read_records(run_dir / METRICS_FILE)
     except (OSError, UnicodeDecodeError):
         return None
-    for line in lines:
+    steps = [r["step"] for r in records if isinstance(r, dict) and isinstance(r.get("step"), int)]
+    return steps[-1] if steps else None
+
+
+def read_records(path: Path) -> list:
+    """The records of a ``metrics.jsonl``, without a line cut short by a kill."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            step = json.loads(line)["step"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a kill
-    return step
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records

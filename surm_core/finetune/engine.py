@@ -94,7 +94,8 @@ def resume(run_dir, on_event=None, should_stop=None) -> dict:
     (:func:`surm_core.finetune.run_status` says why).
     """
     run_dir = Path(run_dir)
-    status = ckpt.run_status(run_dir)
+    # Under torchrun rank 0 checks (the others would find its lock taken and the run "running").
+    status = ckpt.run_status(run_dir) if int(os.environ.get("RANK", 0)) == 0 else {"resumable": True}
     if not status["resumable"]:
         raise ValueError(f"cannot resume {run_dir}: {status['detail']}")
     config = load_config(run_dir / ckpt.CONFIG_FILE, out_dir=str(run_dir))
@@ -105,9 +106,10 @@ def execute(config, run_dir, resuming, on_event, should_stop) -> dict:
     started = time.perf_counter()
     device = pick_device(config.device)
     own_group = start_distributed(device)
-    lock = None
+    lock, made_dir = None, False
     try:
         if run_dir is not None and is_rank0():
+            made_dir = not run_dir.exists()
             run_dir.mkdir(parents=True, exist_ok=True)
             lock = ckpt.lock(run_dir)
             if resuming:  # the run goes on: it is no longer stopped
@@ -115,6 +117,14 @@ def execute(config, run_dir, resuming, on_event, should_stop) -> dict:
             else:
                 ckpt.write_json(run_dir / ckpt.CONFIG_FILE, config.to_dict())
         return train(config, device, run_dir, resuming, started, on_event, should_stop)
+    except BaseException:
+        # A run that failed before its first record (a bad model, dataset or setting) leaves
+        # nothing behind: no half-made run directory to list.
+        if lock is not None and not resuming and not (run_dir / ckpt.METRICS_FILE).exists():
+            (run_dir / ckpt.CONFIG_FILE).unlink(missing_ok=True)
+            if made_dir:
+                run_dir.rmdir()
+        raise
     finally:
         if lock is not None:
             os.close(lock)
@@ -490,7 +500,7 @@ class EventLog:
         if run_dir is not None:
             path = run_dir / ckpt.METRICS_FILE
             if keep_until is not None:
-                kept = [line for line in read_records(path)
+                kept = [line for line in ckpt.read_records(path)
                         if line["event"] in ("step", "eval", "resume") and line["step"] <= keep_until]
                 ckpt.write_atomically(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
             self.file = open(path, "a" if keep_until is not None else "w", encoding="utf-8")
@@ -511,14 +521,3 @@ class EventLog:
     def __exit__(self, *exc):
         if self.file is not None:
             self.file.close()
-
-
-def read_records(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl``, without a last line cut short by a kill."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
