@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -31,6 +32,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--families", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="local model directory (default: the packaged all-MiniLM-L6-v2)")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                     help="auto: CUDA when available; CUDA steps run in bfloat16 autocast")
     ap.add_argument("--glibc-defaults", action="store_true", help="keep glibc's allocator thresholds")
@@ -42,7 +44,7 @@ def main(argv=None):
 
     data = load_dataset("bbc_news")
     num_labels = len(data.label_names)
-    _, tokenizer = load_model(DEFAULT_MODEL, num_labels=num_labels)
+    _, tokenizer = load_model(args.model, num_labels=num_labels)
     # padded to max_length so every step sees exactly batch × max_length tokens
     batch = tokenizer(data.texts[: args.batch_size], truncation=True, max_length=args.max_length,
                       padding="max_length", return_tensors="pt")
@@ -52,7 +54,7 @@ def main(argv=None):
     runs = {}
     for name in names:
         family, hparams = CONFIGS[name]
-        model, _ = load_model(DEFAULT_MODEL, num_labels=num_labels)
+        model, _ = load_model(args.model, num_labels=num_labels)
         inject(model, AdapterConfig(family, ["query", "value"], hparams=hparams, modules_to_save=["classifier"]))
         model.to(device).train()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -74,7 +76,8 @@ def main(argv=None):
 
     if device.type == "cuda":
         where += ", bf16 autocast"
-    print(f"MiniLM train step, batch {args.batch_size} × {args.max_length} tokens, query/value adapters, "
+    model_name = "MiniLM" if args.model == DEFAULT_MODEL else Path(args.model).name
+    print(f"{model_name} train step, batch {args.batch_size} × {args.max_length} tokens, query/value adapters, "
           f"torch {torch.__version__}, {where}, allocator: {allocator}, "
           f"median of {args.reps}")
     print(f"{'family':<20} {'trainable':>10} {'step ms':>9} {'/LoRA':>7} {'examples/s':>11}")

@@ -138,7 +138,12 @@ def test_csv_strict_quoting_error_is_reported(tmp_path):
         (['{"text": "a", "label": 1}', '{"text": "b", "label": [2]}'], r"row 2 has no usable label in column 'label' \(\[2\]\)"),
         (['{"text": "a", "label": 1}', '{"text": "b", "label": true}'], r"row 2 has no usable label"),
         (['{"text": "a", "label": 1}', '{"label": 2}'], r"1 row\(s\) have an empty text in column 'text' \(first: row 2\)"),
-        (['{"text": 5, "label": 1}', '{"text": "b", "label": 2}'], r"1 row\(s\) have an empty text in column 'text' \(first: row 1\)"),
+        (['{"text": 5, "label": 1}', '{"text": "b", "label": 2}'],
+         r"1 row\(s\) have a value that is not text in column 'text' \(first: row 1, the int 5\); texts must be strings: quote them"),
+        (['{"text": "a", "label": 1}', '{"text": [1, 2], "label": 2}', '{"text": 2.5, "label": 2}'],
+         r"2 row\(s\) have a value that is not text in column 'text' \(first: row 2, the list \[1, 2\]\)"),
+        (['{"text": "a", "label": 1}', '{"text": {"k": "' + "v" * 100 + '"}, "label": 2}'],
+         r"\(first: row 2, the dict \{'k': 'vvvv+…\)"),
     ],
 )
 def test_jsonl_validation_errors(tmp_path, lines, message):

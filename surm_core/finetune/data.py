@@ -59,7 +59,7 @@ def load_dataset(name_or_path: str, text_column: str | None = None, label_column
     obvious (``text``/``sentence``/..., ``label``/``class``/...), else — with exactly two columns —
     the one left over. Labels may be strings or integers; ``label_names`` are sorted (numerically
     when every label is an integer). Raises :class:`DatasetError` for a missing file or column,
-    an undecodable or malformed file, empty texts, missing labels, a single class, or a class with
+    an undecodable or malformed file, texts that are empty or not text (a JSON number), missing labels, a single class, or a class with
     fewer than ``MIN_ROWS_PER_CLASS`` rows.
     """
     if name_or_path == BBC_NEWS:
@@ -173,7 +173,15 @@ def pick_columns(columns: list[str], text_column: str | None, label_column: str 
 
 
 def from_rows(name: str, rows: list[dict], text_column: str, label_column: str) -> TextDataset:
-    empty = [n for n, row in enumerate(rows, start=1) if not is_text(row.get(text_column))]
+    values = [row.get(text_column) for row in rows]
+    not_text = [n for n, v in enumerate(values, start=1) if v is not None and not isinstance(v, str)]
+    if not_text:
+        first = values[not_text[0] - 1]
+        raise DatasetError(
+            f"{name}: {len(not_text)} row(s) have a value that is not text in column {text_column!r} (first: row "
+            f"{not_text[0]}, the {type(first).__name__} {shorten(repr(first))}); texts must be strings: quote them"
+        )
+    empty = [n for n, v in enumerate(values, start=1) if not is_text(v)]
     if empty:
         raise DatasetError(
             f"{name}: {len(empty)} row(s) have an empty text in column {text_column!r} (first: row {empty[0]})"
@@ -200,6 +208,10 @@ def from_rows(name: str, rows: list[dict], text_column: str, label_column: str) 
         )
     index = {n: i for i, n in enumerate(label_names)}
     return TextDataset(name, texts, [index[n] for n in raw_labels], label_names)
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def is_text(value) -> bool:
