@@ -1,11 +1,11 @@
 """Time one evaluation of MiniLM with a circulant adapter on the BBC News test split.
 
-    python -m benchmarks.bench_eval                      # 4x batch 8 (the 20-step trial's), max length 128
+    python -m benchmarks.bench_eval                      # the 20-step trial's settings: batch 8, max length 128
     python -m benchmarks.bench_eval --naive              # also the old way: no_grad, batches of 8, unsorted
     python -m benchmarks.bench_eval --device cuda        # bfloat16 autocast, as fine-tuning runs there
 
 The engine's evaluation (``surm_core.finetune.engine.evaluate``: inference mode, rows sorted by
-length, batches of up to 4x a training batch's tokens) against the plain loop it replaced; both
+length, batches of ``eval_batch_tokens`` padded tokens) against the plain loop it replaced; both
 must give the same accuracy. Cells are the median of ``--reps`` timed evaluations after one
 warm-up evaluation.
 """
@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.bench_apply import device_from_args
 from surm_core.finetune import FinetuneConfig
-from surm_core.finetune.engine import EVAL_BATCH_FACTOR, evaluate, uses_bf16
+from surm_core.finetune.engine import eval_batch_tokens, evaluate, uses_bf16
 from surm_core.finetune.prepare import prepare
 from surm_core.finetune.task import task_for
 from surm_core.runtime import reuse_large_buffers
@@ -53,7 +53,7 @@ def timed(fn, reps: int, device) -> tuple[float, float]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch-size", type=int, default=8, help="the training batch (evaluation batches hold 4x its tokens)")
+    ap.add_argument("--batch-size", type=int, default=8, help="the training batch (the naive loop evaluates in batches of it)")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--eval-size", default="all", help="test rows, or 'all'")
     ap.add_argument("--reps", type=int, default=1)
@@ -72,9 +72,9 @@ def main(argv=None):
     model.to(device)
     rows = task.rows("test", config.eval_size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
-    tokens = EVAL_BATCH_FACTOR * args.batch_size * args.max_length
+    tokens = eval_batch_tokens(config)
 
-    results = [("engine: inference mode, sorted, 4x batch", *timed(
+    results = [(f"engine: inference, sorted, {tokens} tokens/batch", *timed(
         lambda: evaluate(model, task, rows, tokens, device, autocast), args.reps, device))]
     if args.naive:
         results.append((f"naive: no_grad, batches of {args.batch_size}", *timed(

@@ -468,3 +468,9 @@ def test_the_divergence_guard_needs_several_steps_far_above_the_start():
         assert progress.check_loss(step, loss, 0.1) is None  # a good step in between resets the count
     assert progress.check_loss(9, 20.0, 0.1).startswith("diverged at step 9: lower the learning rate (lr=0.1)")
     assert engine.Progress().check_loss(1, math.nan, 0.1) == "non-finite loss at step 1"
+
+
+def test_evaluation_batches_hold_4_training_batches_of_tokens_at_least_16384(tiny):
+    assert engine.eval_batch_tokens(config_for(tiny, batch_size=8, max_length=128)) == 16384
+    assert engine.eval_batch_tokens(config_for(tiny, batch_size=64, max_length=128)) == 4 * 64 * 128
+    assert engine.eval_batch_tokens(config_for(tiny, batch_size=64, max_length=128), world=2) == 4 * 32 * 128

@@ -38,9 +38,12 @@ from .task import task_for
 
 #: Step events reach ``on_event`` at most this often; evaluations and the end always do.
 MAX_EVENTS_PER_S = 10
-#: An evaluation batch holds up to this many times a training batch's tokens: without autograd
-#: there are no activations to keep, and larger matrix products run faster per row.
+#: An evaluation batch holds up to this many times a training batch's tokens, and at least
+#: EVAL_BATCH_MIN_TOKENS: without autograd there are no activations to keep, and larger matrix
+#: products run faster per row (MiniLM on 2 CPU cores: 128 rows of 128 tokens a batch evaluate
+#: 1.5-2x faster than 8, 1.2x faster than 32; ``benchmarks/bench_eval.py``).
 EVAL_BATCH_FACTOR = 4
+EVAL_BATCH_MIN_TOKENS = 16384
 #: The run has diverged when the loss stays above this many times its first step's loss ...
 DIVERGENCE_FACTOR = 10
 #: ... for this many steps in a row.
@@ -371,8 +374,9 @@ def build(config: FinetuneConfig, device: torch.device) -> Built:
 
 
 def eval_batch_tokens(config: FinetuneConfig, world: int = 1) -> int:
-    """Padded tokens per evaluation batch in each process: ``EVAL_BATCH_FACTOR`` training batches'."""
-    return EVAL_BATCH_FACTOR * (config.batch_size // world) * config.max_length
+    """Padded tokens per evaluation batch in each process: ``EVAL_BATCH_FACTOR`` training batches'
+    (a process's share), at least ``EVAL_BATCH_MIN_TOKENS``."""
+    return max(EVAL_BATCH_FACTOR * (config.batch_size // world) * config.max_length, EVAL_BATCH_MIN_TOKENS)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, rank: int, world: int):
