@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .fftconv import fft_conv
+from .base import View
 from .tiled import TiledFFTMatrix
 
 
@@ -41,3 +42,9 @@ class CirculantMatrix(TiledFFTMatrix):
 
     def to_dense(self):
         return self.dense_from_tiles(self.c[:, :, circulant_index(self.block)])
+
+    def parameter_views(self):
+        tiles = "" if self.p == self.q == 1 else ", a row per tile"
+        return [View(f"c: the first column{tiles}", self.per_tile(self.c)),
+                View(f"|fft(c)|: the singular values{tiles}", self.per_tile(torch.fft.fft(self.c.detach()).abs()),
+                     derived=True)]

@@ -5,6 +5,7 @@ import torch
 
 from .circulant import circulant_index
 from .fftconv import negacyclic_fft, negacyclic_ifft, row_blocks
+from .base import View
 from .tiled import TiledFFTMatrix
 
 
@@ -109,3 +110,8 @@ class LDRMatrix(TiledFFTMatrix):
             r = min(budget // cls.count(d_out, d_in, block, r=1), block)
             if r >= 1:
                 yield {"block": block, "r": r}
+
+    def parameter_views(self):
+        tiles = "" if self.p == self.q == 1 else ", tile by tile"
+        return [View(f"g_i of C(g_i): row i{tiles}", self.per_tile(self.g)),
+                View(f"h_i of S(h_i): row i{tiles}", self.per_tile(self.h))]

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .base import StructuredMatrix, check_hparam_names, check_size
+from .base import StructuredMatrix, View, check_hparam_names, check_size
 
 
 class LowRankMatrix(StructuredMatrix):
@@ -70,3 +70,8 @@ class LowRankMatrix(StructuredMatrix):
     @classmethod
     def smallest(cls, d_out, d_in) -> dict:
         return {"r": 1, "alpha": 1.0}
+
+    def parameter_views(self):
+        r = self.hparams["r"]
+        return [View(f"A ({r} × {self.d_in}): what the rows read", self.A.detach()),
+                View(f"B ({self.d_out} × {r}), scaled by α/r = {self.scale:g}", self.B.detach())]

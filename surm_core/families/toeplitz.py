@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .fftconv import fft_conv
+from .base import View
 from .tiled import TiledFFTMatrix, fft_len
 
 
@@ -52,6 +53,12 @@ class ToeplitzMatrix(TiledFFTMatrix):
     def to_dense(self):
         return self.dense_from_tiles(self.diagonals[:, :, toeplitz_index(self.block)])
 
+    def parameter_views(self):
+        n, tiles = self.block, "" if self.p == self.q == 1 else ", a row per tile"
+        return [View(f"first column t[0], t[1], …{tiles}", self.per_tile(self.diagonals[..., n - 1:])),
+                View(f"first row after t[0]: t[−1], t[−2], …{tiles}",
+                     self.per_tile(self.diagonals[..., : n - 1].flip(-1)))]
+
 
 class SymmetricToeplitzMatrix(TiledFFTMatrix):
     """Tiles ``T[i, j] = t[|i − j|]``: ``n`` parameters per tile (``scipy.linalg.toeplitz(t)``).
@@ -81,3 +88,7 @@ class SymmetricToeplitzMatrix(TiledFFTMatrix):
 
     def to_dense(self):
         return self.dense_from_tiles(self.diagonals()[:, :, toeplitz_index(self.block)])
+
+    def parameter_views(self):
+        tiles = "" if self.p == self.q == 1 else ", a row per tile"
+        return [View(f"t: the first column and row{tiles}", self.per_tile(self.t))]
