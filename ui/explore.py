@@ -51,10 +51,11 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
                                elem_id="budget_slider", elem_classes=["surm-log-slider"])
             budget_note = gr.Markdown(elem_id="explore_note")
             with gr.Row():
-                seed = gr.Number(0, precision=0, label="seed", min_width=70, elem_id="seed")
-                op_a = gr.Dropdown(list(session.OPERATORS), value="Z1", label="A", min_width=70, elem_id="op_a")
-                op_b = gr.Dropdown(list(session.OPERATORS), value="Z-1", label="B", min_width=70, elem_id="op_b")
-            large = gr.Checkbox(False, label="large text (projector)", elem_id="large")
+                op_a = gr.Dropdown(list(session.OPERATORS), value="Z1", label="A", min_width=90, elem_id="op_a")
+                op_b = gr.Dropdown(list(session.OPERATORS), value="Z-1", label="B", min_width=90, elem_id="op_b")
+            with gr.Row(equal_height=True):
+                seed = gr.Number(0, precision=0, label="seed", min_width=90, elem_id="seed")
+                large = gr.Checkbox(False, label="large text", min_width=90, elem_id="large")
         with gr.Column(scale=2, min_width=320):
             heatmap = gr.Plot(label="ΔW", elem_id="heatmap")
         with gr.Column(scale=2, min_width=320):

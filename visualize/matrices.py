@@ -44,7 +44,7 @@ def as_matrix(m) -> torch.Tensor:
 def name_of(m) -> str:
     """How a map is named in titles: its family (with shape), or "matrix"."""
     rows, cols = m.shape
-    return f"{m.family if isinstance(m, StructuredMatrix) else 'matrix'} ({rows}×{cols})"
+    return f"{m.family if isinstance(m, StructuredMatrix) else 'matrix'} {rows}×{cols}"
 
 
 def stride_for(rows: int, cols: int) -> int:
@@ -169,7 +169,9 @@ def parameter_figure(m) -> go.Figure:
         else:
             stride = stride_for(*values.shape)
             fig.add_trace(matrix_trace(values, stride, showscale=False), row=i, col=1)
-            fig.update_yaxes(autorange="reversed", row=i, col=1)
+            fig.update_yaxes(autorange="reversed", tickformat="d", row=i, col=1)
+            if values.shape[0] <= 4:  # a few rows (tiles, factors): one tick each, not halves
+                fig.update_yaxes(dtick=1, row=i, col=1)
     title = f"The {m.num_params:,} parameters that make ΔW"
     fig.update_layout(title=dict(text=title + _subtitle("these numbers, put in place, are the matrix")))
     return fig
@@ -187,15 +189,15 @@ def _log_axis(values: list[torch.Tensor]) -> tuple[float, list[float]]:
 
 def log_ticks(log_range: list[float]) -> dict:
     """Tick labels of a log axis over ``log_range`` (log10 units), each one a whole number: powers
-    of ten when it spans two decades or more, else 1-2-5 steps (plotly would label the minor
+    of ten (every few decades) when it spans two decades or more, else 1-2-5 steps (plotly would label the minor
     ticks with a bare leading digit, "9 8 7 … 2", which reads as nonsense below 1).
 
     >>> log_ticks([-0.2, 0.5])["ticktext"]
     ['1', '2']
     """
     low, high = log_range
-    if high - low >= 2:
-        return dict(dtick=1, exponentformat="power")
+    if high - low >= 2:  # a power of ten every few decades: at most ~7 labels
+        return dict(dtick=math.ceil((high - low) / 7), exponentformat="power")
     values = [m * 10.0 ** e for e in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
     shown = [v for v in values if low <= math.log10(v) <= high]
     return dict(tickvals=shown, ticktext=[f"{v:.3g}" for v in shown])
@@ -264,7 +266,7 @@ def eigenvalue_plot(m) -> go.Figure:
     lam = analysis.eigenvalues(m)
     note = "in the complex plane"
     if isinstance(m, StructuredMatrix) and m.family == "circulant" and m.block == m.d_in == m.d_out:
-        note = "a circulant's are fft(c), its first column's DFT"
+        note = "exactly fft(c), the DFT of its first column"
     fig = figure(f"Eigenvalues of {name_of(m)}" + _subtitle(note), xaxis=dict(title="Re λ", zeroline=True),
                  yaxis=dict(title="Im λ", zeroline=True, scaleanchor="x"))
     fig.add_trace(go.Scatter(
@@ -300,8 +302,10 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
     fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.14,
                         subplot_titles=(residual, f"its singular values {SIGMA_I}"))
     # the colour bar lies under the residual, clear of the right plot's tick labels
-    fig.add_trace(matrix_trace(R, stride, colorbar=dict(orientation="h", x=0.25, xanchor="center", y=-0.08,
-                                                         yanchor="top", len=0.45, thickness=10)), row=1, col=1)
+    left, right = fig.layout.xaxis.domain
+    fig.add_trace(matrix_trace(R, stride, colorbar=dict(orientation="h", x=(left + right) / 2, xanchor="center",
+                                                         y=-0.08, yanchor="top", len=0.9 * (right - left),
+                                                         thickness=10)), row=1, col=1)
     fig.add_trace(_values_trace(s, line=dict(color=color(getattr(M, "family", None))),
                                 name="σ_i(∇)", showlegend=False), row=1, col=2)
     fig.update_layout(title=dict(text=f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank {rank}"),
