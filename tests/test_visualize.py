@@ -282,6 +282,32 @@ def test_approximation_curves_are_the_nearest_errors():
     assert curves["dense"].y == (0.0,)
 
 
+def test_approximation_curves_show_dense_and_mark_the_table_budget():
+    W = target_matrix("gaussian", 16, seed=0)
+    fig = approximation_curves(W, [16, 64, 256], mark_budget=64)
+    (dense,) = [t for t in fig.data if t.name == "dense"]
+    assert dense.x == (256,) and dense.y == (0.0,)  # one point, exact, at the dense count
+    assert dense.marker.size >= 10 and dense.cliponaxis is False
+    low, high = fig.layout.xaxis.range
+    bottom, top = fig.layout.yaxis.range
+    for trace in fig.data:  # every point inside the frame, none on its edge
+        assert all(low < np.log10(x) < high for x in trace.x) and all(bottom < y < top for y in trace.y)
+    (line,) = [s for s in fig.layout.shapes if s.x0 == s.x1 == 64]
+    assert line.line.dash == "dash" and any("table: 64" in a.text for a in fig.layout.annotations)
+
+
+def test_dial_and_operators_figures_carry_their_matrices():
+    W = target_matrix("psd", 8, seed=0)
+    fits = {r: analysis.nearest("ldr", W, 2 * r * 8) for r in (1, 2)}
+    fig = visualize.dial_figure(W, fits, 2, name="ldr")
+    np.testing.assert_array_equal(fig.data[0].z, fits[2][0].to_dense().detach().numpy())
+    errors, star = fig.data[-2], fig.data[-1]
+    assert errors.x == (1, 2) and errors.y == (fits[1][1], fits[2][1]) and star.x == (2,)
+    ops = visualize.operators_figure(n=4)
+    for trace, f in zip(ops.data, (1.0, -1.0, 0.0)):
+        np.testing.assert_array_equal(trace.z, analysis.shift(4, f).numpy())
+
+
 def test_approximation_table_rows():
     W = target_matrix("gaussian", 12, seed=1)
     rows = approximation_table(W, 48)
@@ -411,3 +437,4 @@ def test_pareto_points_and_front():
                    for o in evaluated))
     assert list(zip(front.x, front.y)) == expected
     assert is_empty_with_hint(pareto([RUNS[-1]]), "No evaluated runs")
+    assert points.cliponaxis is False  # labels above the top run and beside the outer ones are drawn whole
