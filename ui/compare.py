@@ -15,16 +15,16 @@ COMPARE = dict(concurrency_limit=None, trigger_mode="always_last")
 
 @dataclasses.dataclass
 class CompareTab:
-    """The tab's controls (in the order of ``session.links.COMPARE_DEFAULTS``), and the event
-    handlers that compute the comparison and the dial from them (for links); the notes change
-    with every new comparison and dial position."""
+    """The tab's controls (in the order of ``session.links.COMPARE_DEFAULTS``), the event handlers
+    that compute the comparison and the dial from them (for links), and the events that show a
+    new view (a link follows each)."""
 
     controls: list
     compare_outputs: list
     dial_outputs: list
     compare: object
     dial: object
-    notes: list
+    events: list
 
 
 def build(demo: gr.Blocks, large, max_size: int = session.MAX_EXPLORE_SIZE) -> CompareTab:
@@ -61,8 +61,10 @@ def build(demo: gr.Blocks, large, max_size: int = session.MAX_EXPLORE_SIZE) -> C
             yield d.figure, d.operators, d.note
 
     compare_outputs, dial_outputs = [curves, table, compare_note], [dial_plot, operators, dial_note]
-    gr.on([compare_btn.click, kind.input], compare, [kind, size, table_budget, compare_seed, families, large],
-          compare_outputs, api_name="compare", **COMPARE)
-    gr.on([compare_btn.click, kind.input, r.input], dial, [kind, size, compare_seed, r, large], dial_outputs,
-          api_name="dial", **COMPARE)
-    return CompareTab(controls, compare_outputs, dial_outputs, compare, dial, [compare_note, dial_note])
+    events = [
+        gr.on([compare_btn.click, kind.input], compare, [kind, size, table_budget, compare_seed, families, large],
+              compare_outputs, api_name="compare", **COMPARE),
+        gr.on([compare_btn.click, kind.input, r.input], dial, [kind, size, compare_seed, r, large], dial_outputs,
+              api_name="dial", **COMPARE),
+    ]
+    return CompareTab(controls, compare_outputs, dial_outputs, compare, dial, events)

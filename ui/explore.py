@@ -21,15 +21,15 @@ EXPLORE = dict(concurrency_limit=None, trigger_mode="always_last")
 
 @dataclasses.dataclass
 class ExploreTab:
-    """The tab's controls (in the order of ``session.links.EXPLORE_DEFAULTS``), and ``show``: the
-    event handler that computes the view of ``inputs`` into ``outputs`` (for links); ``solved``
-    changes with every new view."""
+    """The tab's controls (in the order of ``session.links.EXPLORE_DEFAULTS``), ``show``: the event
+    handler that computes the view of ``inputs`` into ``outputs`` (for links), and the events
+    that show a new view (a link follows each)."""
 
     controls: list
     inputs: list
     outputs: list
     show: object
-    solved: gr.JSON
+    events: list
 
 
 def budget_box(family, d_out, d_in, budget, max_size):
@@ -78,13 +78,24 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
     figures = [solved, heatmap, spectrum, eigen, displacement, explanation]
     outputs = [budget, slider, budget_note, parameters, *figures, shown]
 
-    @visible_errors
+    def refused(error: ValueError):
+        """Settings the explorer cannot show: the message, and the last view stays (no panel in error)."""
+        gr.Warning(str(error))
+        return (gr.skip(),) * 2 + (f"**Not shown:** {error}",) + (gr.skip(),) * (len(outputs) - 3)
+
     def show(family, d_out, d_in, budget, seed, A, B, large, shown_now):
         """The view of the controls' settings, in stages; the budget moved into range (and said so)."""
         key = (family, d_out, d_in, budget, seed, A, B, large)
         if key == shown_now:
             yield (gr.skip(),) * len(outputs)
             return
+        try:
+            yield from _show(key, max_size)
+        except ValueError as e:
+            yield refused(e)
+
+    def _show(key, max_size):
+        family, d_out, d_in, budget, seed, A, B, large = key
         sent = None
         for r in session.explore_stages(family, d_out, d_in, budget, seed, A, B, clamp=True, large_text=large,
                                         max_size=max_size):
@@ -103,9 +114,12 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
     def show_new_family(family, d_out, d_in, budget, *rest):
         yield from show(family, d_out, d_in, None, *rest)
 
-    @visible_errors
     def show_slider(position, family, d_out, d_in, budget, *rest):
-        low, high = session.budget_range(family, d_out, d_in, max_size)
+        try:
+            low, high = session.budget_range(family, d_out, d_in, max_size)
+        except ValueError as e:
+            yield refused(e)
+            return
         yield from show(family, d_out, d_in, session.slider_budget(position, low, high), *rest)
 
     @visible_errors
@@ -117,11 +131,13 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
 
     inputs = [*controls, shown]
     private = dict(api_visibility="private", **EXPLORE)
-    gr.on([budget.submit, budget.blur, d_out.submit, d_out.blur, d_in.submit, d_in.blur, seed.submit, seed.blur,
-           op_a.input, op_b.input, large.input], show, inputs, outputs, **private)
-    gr.on([family.input], show_new_family, inputs, outputs, **private)
-    gr.on([slider.input], show_slider, [slider, *inputs], outputs, **private)
+    events = [
+        gr.on([budget.submit, budget.blur, d_out.submit, d_out.blur, d_in.submit, d_in.blur, seed.submit, seed.blur,
+               op_a.input, op_b.input, large.input], show, inputs, outputs, **private),
+        gr.on([family.input], show_new_family, inputs, outputs, **private),
+        gr.on([slider.input], show_slider, [slider, *inputs], outputs, **private),
+    ]
     # the API's /explore: the page never fires it (the button is hidden)
     api = gr.Button(visible=False)
     api.click(explore_api, controls[:7], figures[:6], api_name="explore", concurrency_limit=None)
-    return ExploreTab(controls, inputs, outputs, show, solved)
+    return ExploreTab(controls, inputs, outputs, show, events)

@@ -113,15 +113,18 @@ def wire(demo: gr.Blocks, tabs: gr.Tabs, tab_items: dict, explore: ExploreTab, c
     kind, size, table_budget, compare_seed, families, r = compare.controls
     opened = gr.on([demo.load, restore.click], apply, query, [tabs, *settings], js="() => [location.search]",
                    api_visibility="private", queue=False)
-    opened.then(explore.show, explore.inputs, explore.outputs, api_visibility="private")
-    opened.then(compare_if_shown, [tab, kind, size, table_budget, compare_seed, families, large],
-                compare.compare_outputs, api_visibility="private")
-    opened.then(dial_if_shown, [tab, kind, size, compare_seed, r, large], compare.dial_outputs,
-                api_visibility="private")
-    for name, item in tab_items.items():
-        item.select(lambda name=name: name, None, tab, api_visibility="private", queue=False).then(
-            link, settings, query, api_visibility="private", queue=False)
-    gr.on([o.change for o in (explore.solved, *compare.notes)], link, settings, query, api_visibility="private",
-          queue=False)
+    shown = [
+        opened.then(explore.show, explore.inputs, explore.outputs, api_visibility="private"),
+        opened.then(compare_if_shown, [tab, kind, size, table_budget, compare_seed, families, large],
+                    compare.compare_outputs, api_visibility="private"),
+        opened.then(dial_if_shown, [tab, kind, size, compare_seed, r, large], compare.dial_outputs,
+                    api_visibility="private"),
+        *explore.events, *compare.events,
+        *(item.select(lambda name=name: name, None, tab, api_visibility="private", queue=False)
+          for name, item in tab_items.items()),
+    ]
+    # after a view is complete the controls hold what it shows (a budget moved into range, too)
+    for event in shown:
+        event.then(link, settings, query, api_visibility="private", queue=False)
     query.change(None, query, None, js="(q) => surmLink.write(q)")
     large.change(None, large, None, js="(on) => surmLink.large(on)")

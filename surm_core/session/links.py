@@ -141,12 +141,12 @@ PRESETS = [
      "tab=explore&family=circulant&d_out=64&d_in=64&budget=256&seed=0"),
     ("LDR: the dial from 1 to n",
      "the nearest map of displacement rank r to a random PSD matrix, r = 1 … 16",
-     "tab=compare&target=psd&families=lowrank,circulant,toeplitz,ldr"),
+     "tab=compare&target=psd&families=lowrank,circulant,toeplitz"),
     ("Kronecker of a real weight",
      "MiniLM's layer-0 query weight against Kronecker and LoRA",
      "tab=compare&target=minilm_query&size=256&table_budget=2048&families=lowrank,kronecker"),
     ("Monarch vs LoRA at the same budget",
-     "2,048 parameters: Monarch's rank 32 against LoRA's rank 4 (the spectra overlaid)",
+     "2,048 parameters: Monarch reaches full rank 256 (64 blocks of 4), LoRA rank 4 (the spectra overlaid)",
      "tab=explore&family=monarch&d_out=256&d_in=256&budget=2048&seed=0"),
 ]
 
