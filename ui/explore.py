@@ -47,7 +47,8 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
                 d_in = gr.Number(64, precision=0, label="d_in", min_width=80, elem_id="d_in")
             budget = gr.Number(64, precision=0, label="budget (parameters)", elem_id="budget",
                                info="circulant needs at least 64; the dense map has 4,096")
-            slider = gr.Slider(0, session.SLIDER_STEPS, value=0, step=1, show_label=False, container=False,
+            slider = gr.Slider(0, session.SLIDER_STEPS, value=0, step=1, label="budget, log scale", show_label=False,
+                               container=False,
                                elem_id="budget_slider", elem_classes=["surm-log-slider"])
             budget_note = gr.Markdown(elem_id="explore_note")
             with gr.Row():

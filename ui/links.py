@@ -56,8 +56,7 @@ window.surmLink = (() => {
 #: (the budget field above it is the number), and the large-text option.
 CSS = """
 .surm-hidden { display: none !important; }
-.surm-log-slider input[type=number], .surm-log-slider button, .surm-log-slider .min_value,
-.surm-log-slider .max_value { display: none !important; }
+.surm-log-slider .head, .surm-log-slider .min_value, .surm-log-slider .max_value { display: none !important; }
 body.surm-large .gradio-container {
   --text-xs: 14px; --text-sm: 16px; --text-md: 19px; --text-lg: 21px; --text-xl: 24px;
   --block-label-text-size: 16px; --block-info-text-size: 15px; --block-title-text-size: 18px;

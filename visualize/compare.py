@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from surm_core import FAMILIES, analysis, from_budget
 from surm_core.families import check_size, family_class
 
-from .matrices import as_matrix, matrix_trace, stride_for
+from .matrices import as_matrix, log_ticks, matrix_trace, stride_for
 from .style import DIVERGING, OTHER_COLOR, color, figure
 
 TARGETS = ("gaussian", "psd", "minilm_query")
@@ -122,7 +122,8 @@ def approximation_curves(W, budgets, families=None, mark_budget: int | None = No
                            y=1, yref="y domain", yanchor="top", showarrow=False)
     if xs:
         top = max(ys + [0.0]) or 1.0
-        fig.update_xaxes(range=[math.log10(min(xs)) - 0.15, math.log10(max(xs)) + 0.15])
+        x_range = [math.log10(min(xs)) - 0.15, math.log10(max(xs)) + 0.15]
+        fig.update_xaxes(range=x_range, **log_ticks(x_range))
         fig.update_yaxes(range=[-0.05 * top, 1.08 * top])
     return fig
 
@@ -173,19 +174,24 @@ def dial_figure(W, fits: dict, r: int, name: str = "fit") -> go.Figure:
                                         "error against r"))
     fig.add_trace(matrix_trace(M, stride, showscale=False), row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
+    values = []
     for label, X, c in ((f"target ({W.shape[0]}×{W.shape[1]})", W, OTHER_COLOR), (f"{name} at r = {r}", M, color(name))):
         s = analysis.singular_values(analysis.displacement(X))
-        s = s[s > s[0] * 1e-12] if s[0] > 0 else s[:0]
+        s = s[s > s[0] * 1e-12] if s[0] > 0 else s[:0]  # what round-off leaves of the zeros: not drawn
+        values.append(s)
         fig.add_trace(go.Scatter(x=list(range(1, len(s) + 1)), y=s.numpy(), name=label, mode="lines+markers",
                                  marker=dict(size=4), line=dict(color=c)), row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=2)
+    shown = [s for s in values if len(s)]
+    if shown:
+        log_range = [math.log10(min(float(s[-1]) for s in shown)) - 0.1, math.log10(max(float(s[0]) for s in shown)) + 0.1]
+        fig.update_yaxes(type="log", range=log_range, row=1, col=2, **log_ticks(log_range))
     ranks = sorted(fits)
     fig.add_trace(go.Scatter(x=ranks, y=[fits[k][1] for k in ranks], mode="lines+markers", showlegend=False,
                              line=dict(color=color(name)), cliponaxis=False,
                              hovertemplate="r = %{x}: error %{y:.4f}<extra></extra>"), row=1, col=3)
     fig.add_trace(go.Scatter(x=[r], y=[err], mode="markers", showlegend=False, cliponaxis=False,
                              marker=dict(size=14, symbol="star", color=color(name))), row=1, col=3)
-    fig.update_xaxes(type="log", dtick=math.log10(2), tickformat="d", title="r", row=1, col=3)
+    fig.update_xaxes(title="r", range=[0.5, max(ranks) + 0.5], dtick=max(1, max(ranks) // 8), row=1, col=3)
     fig.update_yaxes(range=[-0.05, 1.05 * max(1e-9, *(fits[k][1] for k in ranks))], row=1, col=3)
     fig.update_layout(title=dict(text=f"Displacement rank r = {r}: relative error {err:.4f}"),
                       legend=dict(orientation="h", x=0.33, y=-0.15, yanchor="top"))
@@ -203,8 +209,8 @@ def operators_figure(names=("Z1", "Z-1", "Z0"), n: int = 5) -> go.Figure:
                         subplot_titles=[f"{op}: f = {op[1:]}" for op in names])
     for i, op in enumerate(names, start=1):
         Z = analysis.shift(n, float(op[1:])).numpy()
-        fig.add_trace(go.Heatmap(z=Z, zmin=-1, zmax=1, colorscale=DIVERGING, showscale=False, texttemplate="%{z:g}",
-                                 hovertemplate="row %{y}, col %{x}: %{z:g}<extra>" + op + "</extra>"), row=1, col=i)
+        fig.add_trace(go.Heatmap(z=Z, zmin=-1, zmax=1, colorscale=DIVERGING, showscale=False, texttemplate="%{z:.0f}",
+                                 hovertemplate="row %{y}, col %{x}: %{z:.0f}<extra>" + op + "</extra>"), row=1, col=i)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", showticklabels=False, row=1, col=i)
         fig.update_xaxes(showticklabels=False, row=1, col=i)
     fig.update_layout(title=dict(text="The shift operators Z<sub>f</sub>" + "<br><sub>Z<sub>f</sub> x moves every entry "
