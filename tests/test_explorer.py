@@ -96,7 +96,7 @@ def test_the_note_says_how_a_tiled_or_cropped_map_is_laid_out():
 
 def test_a_rectangular_map_says_why_it_has_no_eigenvalues():
     for result in (session.explore("toeplitz", 48, 16, 100), list(session.explore_stages("circulant", 512, 300, 512))[0]):
-        assert not result.eigenvalues.data and "needs M square" in result.eigenvalues.layout.annotations[0].text
+        assert not result.eigenvalues.data and "needs a square M" in result.eigenvalues.layout.annotations[0].text
 
 
 # -- the page's handlers, through Gradio's own output processing -----------------------------------

@@ -183,7 +183,8 @@ def test_eigenvalue_plot_needs_a_square_map():
 
 def test_a_rectangular_map_says_why_it_has_no_eigenvalues():
     fig = visualize.no_eigenvalues_figure(48, 80)
-    assert not fig.data and "48 × 80 map has no eigenvalues" in fig.layout.annotations[0].text
+    text = fig.layout.annotations[0].text
+    assert not fig.data and "48 × 80 map: M v = λ v" in text and "needs a square M" in text
 
 
 # -- displacement ----------------------------------------------------------------------------

@@ -278,8 +278,8 @@ def eigenvalue_plot(m) -> go.Figure:
 
 def no_eigenvalues_figure(d_out: int, d_in: int) -> go.Figure:
     """Why a rectangular map shows no eigenvalues."""
-    return empty_figure("Eigenvalues", f"A {d_out} × {d_in} map has no eigenvalues:<br>"
-                        "M v = λ v needs M square (d_out = d_in).")
+    return empty_figure("Eigenvalues", f"No eigenvalues for a<br>{d_out} × {d_in} map: M v = λ v<br>"
+                        "needs a square M<br>(d_out = d_in)")
 
 
 # -- displacement ----------------------------------------------------------------------------

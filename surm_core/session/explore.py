@@ -39,8 +39,10 @@ LARGE_AT_ONCE = 1
 _large_maps = threading.BoundedSemaphore(LARGE_AT_ONCE)
 
 #: Peak extra memory of an exploration, in float64 copies of the dense map (the map, its
-#: displacement, SVD and eigenvalue workspaces), and seconds per d_out·d_in·min(d_out, d_in) of
-#: its O(n³) parts; both measured on a 2-core CPU (``benchmarks/bench_explore.py --memory``).
+#: displacement, SVD and eigenvalue workspaces: 56–127 MiB measured at 1024 × 1024 for dense,
+#: Toeplitz, Monarch and LDR, as the peak resident size of one exploration in a fresh process),
+#: and seconds per d_out·d_in·min(d_out, d_in) of its O(n³) parts on a 2-core CPU
+#: (``benchmarks/bench_explore.py`` prints both beside the times it measures).
 DENSE_COPIES = 16
 SECONDS_PER_CUBE = 2.5e-9
 
