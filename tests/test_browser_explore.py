@@ -224,3 +224,24 @@ def test_lecture_views_readable_on_a_projector(page, url):
     print(f"\ndial r = 4 -> 3 at 32 × 32: {time.perf_counter() - t0:.2f} s")
     keep(page, "compare")
     page.wait_for_function("() => location.search.endsWith('r=3')")
+
+
+def test_time_to_first_and_all_figures_at_1024(page, url):
+    """Printed, not asserted: from a change to the first figures, and to all of them, per family."""
+    page.goto(f"{url}?tab=explore&family=circulant&d_out=1024&d_in=1024")
+    wait_view(page, "circulant", (1024, 1024), 1024)
+    first = "([name, count]) => { const t = document.querySelector('#heatmap .js-plotly-plot').layout.title.text;" \
+            " return t.includes(name) && t.includes(count); }"
+    rows = []
+    for family in FAMILIES:
+        budget = max(4 * 1024, session.budget_range(family, 1024, 1024)[0])
+        count = from_budget(family, 1024, 1024, budget).num_params
+        t0 = time.perf_counter()
+        open_link(page, f"tab=explore&family={family}&d_out=1024&d_in=1024&budget={budget}")
+        page.wait_for_function(first, arg=[f"{family} 1024×1024", f"{count:,} param"])
+        shown = time.perf_counter() - t0
+        wait_view(page, family, (1024, 1024), count)
+        rows.append((family, budget, shown, time.perf_counter() - t0))
+        check_view(page, f"{family}-1024x1024")
+    print("\nfamily               budget     first figures s  all figures s  (1024 × 1024, browser round trip)")
+    print("\n".join(f"{f:<20} {b:>9,} {s:16.2f} {a:14.2f}" for f, b, s, a in rows))

@@ -71,7 +71,7 @@ def pooled(M: torch.Tensor, s: int) -> torch.Tensor:
 
 
 def cell_note(s: int) -> str:
-    return f"each cell: the largest |entry| of {s} × {s}" if s > 1 else ""
+    return f"cells: the largest |entry| of {s} × {s}" if s > 1 else ""
 
 
 def tile_edges(m) -> tuple[list[int], list[int]]:
@@ -298,7 +298,7 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
     rank = analysis.displacement_rank(M, A, B, values=s)
     a, b = (op if isinstance(op, str) else name for op, name in ((A, "A"), (B, "B")))
     stride = stride_for(*R.shape)
-    residual = f"residual {a}·M − M·{b}" + (f"<br>({cell_note(stride)})" if stride > 1 else "")
+    residual = f"residual {a}·M − M·{b}" + (f"<br><sub>largest |entry| of {stride} × {stride}</sub>" if stride > 1 else "")
     fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.14,
                         subplot_titles=(residual, f"its singular values {SIGMA_I}"))
     # the colour bar lies under the residual, clear of the right plot's tick labels
