@@ -335,6 +335,22 @@ def test_api_explore_bad_input_is_a_message_and_the_app_keeps_serving(client, ar
     assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
 
 
+def test_api_a_large_explore_never_holds_up_a_small_one(url, tmp_path):
+    import importlib
+
+    large_maps = importlib.import_module("surm_core.session.explore")._large_maps
+    first, second = (Client(url, verbose=False, download_files=str(tmp_path)) for _ in range(2))
+    large_maps.acquire()  # the served app runs in this process: its large-map queue is taken
+    try:
+        large = first.submit("toeplitz", 300, 300, 1200, 0, "Z1", "Z-1", api_name="/explore")
+        wait_for(lambda: large.status().code.name == "PROCESSING", "the large exploration to start")
+        small = second.predict("circulant", 64, 64, 64, 0, "Z1", "Z-1", api_name="/explore")
+        assert small[0]["num_params"] == 64 and not large.done()  # answered while the large one waits
+    finally:
+        large_maps.release()
+    assert large.result(timeout=120)[0]["num_params"] == from_budget("toeplitz", 300, 300, 1200).num_params
+
+
 def test_api_compare_returns_curves_table_and_note(client):
     curves, table, note = client.predict("psd", 16, 64, 0, api_name="/compare")
     assert {t["name"] for t in json.loads(curves["plot"])["data"]} == set(FAMILIES)

@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # -- the parameters beside ΔW ----------------------------------------------------------------------
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("shape, budget", [((16, 16), None), ((12, 20), None), ((16, 16), 160)])
+@pytest.mark.parametrize("shape, budget", [((16, 16), None), ((12, 20), None), ((16, 16), 160), ((16, 16), 256)])
 def test_parameter_views_are_all_the_parameters(family, shape, budget):
     """What a student sees beside ΔW is every trainable number, each once (a budget of 160 tiles
-    the FFT families)."""
+    the FFT families; the dense count, 256, makes tiles of 1 × 1)."""
     if budget is None:
         m = make(family, *shape, init="random", seed=0)
     else:

@@ -139,8 +139,9 @@ def heatmap(m, title: str | None = None) -> go.Figure:
     count = f"{m.num_params:,} parameters" if isinstance(m, StructuredMatrix) else ""
     text = (title or f"Entries of {name_of(m)}") + _subtitle(
         count, cell_note(stride), "all zero (an adapter at initialisation)" if not M.any() else "")
+    # room for every title line and, under them, the column numbers (read on top, like a matrix's)
     fig = figure(text, yaxis=dict(autorange="reversed", scaleanchor="x", constrain="domain"),
-                 xaxis=dict(constrain="domain", side="top"))
+                 xaxis=dict(constrain="domain", side="top"), margin=dict(t=64 + 16 * text.count("<br>")))
     fig.add_trace(matrix_trace(M, stride, colorbar=dict(thickness=12)))
     edges_r, edges_c = tile_edges(m) if isinstance(m, StructuredMatrix) else ([], [])
     if edges_r or edges_c:
@@ -170,8 +171,10 @@ def parameter_figure(m) -> go.Figure:
             stride = stride_for(*values.shape)
             fig.add_trace(matrix_trace(values, stride, showscale=False), row=i, col=1)
             fig.update_yaxes(autorange="reversed", tickformat="d", row=i, col=1)
-            if values.shape[0] <= 4:  # a few rows (tiles, factors): one tick each, not halves
+            if values.shape[0] <= 4:  # a few rows or columns (tiles, factors): one tick each, not halves
                 fig.update_yaxes(dtick=1, row=i, col=1)
+            if values.shape[1] <= 4:
+                fig.update_xaxes(dtick=1, tickformat="d", row=i, col=1)
     title = f"The {m.num_params:,} parameters that make ΔW"
     fig.update_layout(title=dict(text=title + _subtitle("these numbers, put in place, are the matrix")))
     return fig

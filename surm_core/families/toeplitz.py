@@ -55,9 +55,11 @@ class ToeplitzMatrix(TiledFFTMatrix):
 
     def parameter_views(self):
         n, tiles = self.block, "" if self.p == self.q == 1 else ", a row per tile"
-        return [View(f"first column t[0], t[1], …{tiles}", self.per_tile(self.diagonals[..., n - 1:])),
-                View(f"first row after t[0]: t[−1], t[−2], …{tiles}",
-                     self.per_tile(self.diagonals[..., : n - 1].flip(-1)))]
+        column = View(f"first column t[0], t[1], …{tiles}", self.per_tile(self.diagonals[..., n - 1:]))
+        if n == 1:  # 1 × 1 tiles: the column is all there is
+            return [column]
+        return [column, View(f"first row after t[0]: t[−1], t[−2], …{tiles}",
+                             self.per_tile(self.diagonals[..., : n - 1].flip(-1)))]
 
 
 class SymmetricToeplitzMatrix(TiledFFTMatrix):

@@ -102,19 +102,19 @@ def budget_range(family: str, d_out: int, d_in: int, max_size: int = MAX_EXPLORE
     return smallest, max(smallest, d_out * d_in)
 
 
-def clamp_budget(family: str, d_out: int, d_in: int, budget) -> int:
+def clamp_budget(family: str, d_out: int, d_in: int, budget, max_size: int = MAX_EXPLORE_SIZE) -> int:
     """``budget`` moved into :func:`budget_range` (None: the family's smallest)."""
-    low, high = budget_range(family, d_out, d_in)
+    low, high = budget_range(family, d_out, d_in, max_size)
     return low if budget is None else max(low, min(high, int(budget)))
 
 
-def budget_note(family: str, d_out: int, d_in: int, budget) -> str:
+def budget_note(family: str, d_out: int, d_in: int, budget, max_size: int = MAX_EXPLORE_SIZE) -> str:
     """What :func:`clamp_budget` changed, in words ("" when nothing).
 
     >>> budget_note("circulant", 64, 64, 10)
     "budget 10 is below circulant's smallest (64): showing 64"
     """
-    low, high = budget_range(family, d_out, d_in)
+    low, high = budget_range(family, d_out, d_in, max_size)
     if budget is None:  # a new family, or a link without a budget: its smallest, nothing to say
         return ""
     if budget < low:
@@ -186,10 +186,14 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
     note = ""
     if clamp:
         budget = check_size("budget", budget) if budget is not None else None
-        note = budget_note(family, d_out, d_in, budget)
-        budget = clamp_budget(family, d_out, d_in, budget)
+        note = budget_note(family, d_out, d_in, budget, max_size)
+        budget = clamp_budget(family, d_out, d_in, budget, max_size)
     style = enlarge if large_text else (lambda fig: fig)
-    m = from_budget(family, d_out, d_in, budget, init="random", seed=seed).double()
+    square, staged = d_out == d_in, d_out * d_in > QUICK_CELLS
+    queue = _large_maps if staged else contextlib.nullcontext()
+    with queue:
+        m = from_budget(family, d_out, d_in, budget, init="random", seed=seed).double()
+        heatmap, parameters = style(visualize.heatmap(m)), style(visualize.parameter_figure(m))
     low = budget_range(family, d_out, d_in, max_size)[0]
     config = {
         "family": family, "shape": [d_out, d_in], "hparams": dict(m.hparams),
@@ -199,8 +203,7 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
              f"({', '.join(f'{k} = {v}' for k, v in m.hparams.items()) or 'every entry'}).", m.layout_note()]
     if note:
         shown.insert(0, f"**Note:** {note}.")
-    square, staged = d_out == d_in, d_out * d_in > QUICK_CELLS
-    result = Exploration(config, style(visualize.heatmap(m)), style(visualize.parameter_figure(m)),
+    result = Exploration(config, heatmap, parameters,
                          spectrum=None, eigenvalues=None, displacement=None, explanation=describe(family),
                          note=" ".join(s for s in shown if s), complete=False)
     if not square:
@@ -211,7 +214,7 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
             eigenvalues=result.eigenvalues or style(empty_figure("Eigenvalues", f"computing… ({_eigen_cost(m)})")),
             displacement=style(empty_figure("Displacement", "computing…")))
         yield result
-    with _large_maps if staged else contextlib.nullcontext():
+    with queue:
         overlay = {family: m}
         if family != "lowrank" and budget >= budget_range("lowrank", d_out, d_in, max_size)[0]:
             overlay["lowrank (LoRA)"] = from_budget("lowrank", d_out, d_in, budget, init="random", seed=seed).double()
@@ -221,7 +224,7 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
     if staged and square:
         yield result
     if square:
-        with _large_maps if staged else contextlib.nullcontext():
+        with queue:
             result = dataclasses.replace(result, eigenvalues=style(visualize.eigenvalue_plot(m)), complete=True)
     yield result
 
