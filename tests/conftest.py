@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from surm_core import FAMILIES
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -11,3 +13,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def fit_layer(fam, hp, d_out, d_in):
+    """A configuration may not have more parameters than the dense map (``max_params``): on tiny
+    layers the explicit ranks are lowered, then the tiles enlarged (a Kronecker factor made a
+    column), until it fits."""
+    cls, hp = FAMILIES[fam], dict(hp)
+
+    def too_big():
+        return cls.count(d_out, d_in, **cls.resolve(d_out, d_in, **hp)) > cls.max_params(d_out, d_in)
+
+    for name in ("r", "blk_r"):
+        while hp.get(name, 1) > 1 and too_big():
+            hp[name] -= 1
+    while "block" in hp and too_big():
+        hp["block"] += 1
+    if "a_shape" in hp and too_big():
+        hp["a_shape"] = (hp["a_shape"][0], 1)
+    return hp

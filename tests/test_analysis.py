@@ -10,6 +10,8 @@ import scipy.linalg
 import torch
 
 from surm_core import FAMILIES, analysis, from_budget, make
+
+from conftest import fit_layer
 from surm_core.analysis import (
     displacement,
     displacement_rank,
@@ -22,7 +24,8 @@ from surm_core.analysis import (
 
 SHAPES = [(7, 7), (64, 64), (48, 80), (63, 65), (96, 40)]
 # hyperparameters beyond the defaults, so every spectral path is taken: tiled circulants (dense
-# SVD), factor shapes other than the balanced one, a lowrank scale ≠ 1 and a rank above a side
+# SVD), factor shapes other than the balanced one, a lowrank scale ≠ 1 and the largest rank
+# allowed (fit_layer lowers explicit hyperparameters to what a layer allows)
 VARIANTS = {
     "dense": [{}],
     "lowrank": [{}, {"r": 3, "alpha": -6.0}, {"r": 70}],
@@ -44,7 +47,7 @@ def build(family, shape, hp=None, seed=0):
         hp["block"] = max(d for d in range(1, common + 1) if common % d == 0 and d < max(shape))
     if hp.get("a_shape") == "first_divisors":
         hp["a_shape"] = tuple(min(k for k in range(2, d + 1) if d % k == 0) if d > 1 else 1 for d in shape)
-    return make(family, *shape, init="random", seed=seed, **hp).double()
+    return make(family, *shape, init="random", seed=seed, **fit_layer(family, hp, *shape)).double()
 
 
 def dense_np(m):

@@ -8,6 +8,8 @@ import torch
 import surm_core
 from surm_core import FAMILIES, from_budget, make
 
+from conftest import fit_layer
+
 SHAPES = [(1, 1), (7, 7), (64, 64), (48, 80), (96, 40), (63, 65)]
 # Non-default hyperparameters, so tiling, factor shapes and block counts are exercised too.
 VARIANTS = {
@@ -23,8 +25,8 @@ VARIANTS = {
 }
 
 
-def concrete(hp, d_out, d_in):
-    """Fill in size-dependent hyperparameters of VARIANTS."""
+def concrete(hp, d_out, d_in, fam=None):
+    """Fill in size-dependent hyperparameters of VARIANTS (of ``fam``, when given, shrunk to fit)."""
     hp = dict(hp)
     if hp.get("block") == "third":
         hp["block"] = max(1, max(d_out, d_in) // 3)
@@ -33,7 +35,7 @@ def concrete(hp, d_out, d_in):
                          min(k for k in range(2, d_in + 1) if d_in % k == 0) if d_in > 1 else 1)
     if "nblocks" in hp:
         hp["nblocks"] = min(hp["nblocks"], d_in)
-    return hp
+    return fit_layer(fam, hp, d_out, d_in) if fam else hp
 
 
 CASES = [
@@ -45,7 +47,7 @@ CASES = [
 
 
 def build(fam, shape, hp, init="random", seed=0):
-    return make(fam, *shape, init=init, seed=seed, **concrete(hp, *shape)).double()
+    return make(fam, *shape, init=init, seed=seed, **concrete(hp, *shape, fam)).double()
 
 
 def test_registry_names():
@@ -165,10 +167,10 @@ def test_tiled_structure_matches_scipy(shape, third):
     ref = tiles_of(sym, lambda i, j: scipy.linalg.toeplitz(s[i, j]))
     np.testing.assert_allclose(sym.to_dense().detach().numpy(), ref, rtol=0, atol=0)
 
-    ldr = make("ldr", *shape, init="random", seed=1, r=2, **hp).double()
+    ldr = make("ldr", *shape, init="random", seed=1, **fit_layer("ldr", {"r": 2, **hp}, *shape)).double()
     g, h = ldr.g.detach().numpy(), ldr.h.detach().numpy()
     ref = tiles_of(ldr, lambda i, j: sum(
-        scipy.linalg.circulant(g[i, j, k]) @ skew_circulant_ref(h[i, j, k]) for k in range(2)))
+        scipy.linalg.circulant(g[i, j, k]) @ skew_circulant_ref(h[i, j, k]) for k in range(ldr.hparams["r"])))
     np.testing.assert_allclose(ldr.to_dense().detach().numpy(), ref, rtol=1e-12, atol=1e-12)
 
 
@@ -207,7 +209,7 @@ def monarch_reference(m):
 @pytest.mark.parametrize("hp", [{}, {"nblocks": 3, "blk_r": 2}, {"square": True}, {"nblocks": 1, "blk_r": 1},
                                 {"nblocks": 5, "blk_r": 13}])
 def test_monarch_matches_loop_reference(shape, hp):
-    m = make("monarch", *shape, init="random", seed=5, **concrete(hp, *shape)).double()
+    m = make("monarch", *shape, init="random", seed=5, **concrete(hp, *shape, "monarch")).double()
     np.testing.assert_allclose(m.to_dense().detach().numpy(), monarch_reference(m), atol=1e-12)
     k, r = m.hparams["nblocks"], m.hparams["blk_r"]
     assert np.linalg.matrix_rank(m.to_dense().detach().numpy()) <= min(k * r, *shape)

@@ -80,7 +80,7 @@ def approximation_curves(W, budgets, families=None, mark_budget: int | None = No
     computed once: the curves are step functions of the budget. The axes leave room around
     every point, so none sits on the frame.
 
-    >>> fig = approximation_curves(torch.eye(4), [4, 8], families=["circulant"])
+    >>> fig = approximation_curves(torch.eye(4), [16, 20], families=["dense"])
     >>> fig.data[0].y
     (0.0, 0.0)
     """
@@ -133,8 +133,8 @@ def approximation_table(W, budget: int, families=None) -> list[dict]:
     ``hparams``, numerical ``rank``, ``displacement_rank`` under (Z1, Z-1) (None for a
     rectangular W) and ``rel_error``. Families needing more than ``budget`` are left out.
 
-    >>> [row["rank"] for row in approximation_table(torch.eye(4), 8, families=["lowrank"])]
-    [1]
+    >>> [row["rank"] for row in approximation_table(torch.eye(4), 16, families=["dense"])]
+    [4]
     """
     W = as_matrix(W)
     d_out, d_in = W.shape

@@ -14,9 +14,6 @@ from plotly.subplots import make_subplots
 
 from surm_core import analysis
 from surm_core.families import StructuredMatrix
-from surm_core.families.kronecker import KroneckerMatrix
-from surm_core.families.monarch import MonarchMatrix
-from surm_core.families.tiled import TiledFFTMatrix
 
 from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure
 
@@ -75,22 +72,9 @@ def cell_note(s: int) -> str:
 
 
 def tile_edges(m) -> tuple[list[int], list[int]]:
-    """Row and column indices where the family's tiles/blocks start (empty: none to show).
-
-    FFT families: every ``block``; kronecker: the ``b1 × b2`` blocks of ``A ⊗ B``; monarch: its
-    ``k`` input blocks of ``in_blk`` columns (its rows are interleaved by the output permutation,
-    so they form no contiguous blocks).
-    """
-    rows, cols = m.shape
-    if isinstance(m, TiledFFTMatrix):
-        step_r = step_c = m.block
-    elif isinstance(m, KroneckerMatrix):
-        step_r, step_c = m.hparams["b_shape"]
-    elif isinstance(m, MonarchMatrix):
-        step_r, step_c = rows, m.in_blk
-    else:
-        return [], []
-    edges_r, edges_c = list(range(step_r, rows, step_r)), list(range(step_c, cols, step_c))
+    """Row and column indices where the family's tiles/blocks start (its ``tile_edges()``), each
+    side only while it has at most ``MAX_EDGES`` of them (empty: none to show)."""
+    edges_r, edges_c = m.tile_edges()
     return (edges_r if len(edges_r) <= MAX_EDGES else [],
             edges_c if len(edges_c) <= MAX_EDGES else [])
 
@@ -155,8 +139,8 @@ def parameter_figure(m) -> go.Figure:
     top to bottom; derived views (a spectrum) are marked as such.
 
     >>> from surm_core import make
-    >>> [t.type for t in parameter_figure(make("circulant", 4, 4, init="random", seed=0)).data]
-    ['bar', 'bar']
+    >>> [t.type for t in parameter_figure(make("dense", 2, 3, init="random", seed=0)).data]
+    ['heatmap']
     """
     views = m.parameter_views()
     fig = make_subplots(rows=len(views), cols=1, vertical_spacing=0.3 / len(views),
@@ -260,17 +244,17 @@ def spectrum(mats: dict, k: int | None = None) -> go.Figure:
 
 
 def eigenvalue_plot(m) -> go.Figure:
-    """Eigenvalues of a square map in the complex plane (``analysis.eigenvalues``); for a one-tile
-    circulant these are exactly ``fft(c)``, its first column's DFT. ValueError if not square.
+    """Eigenvalues of a square map in the complex plane (``analysis.eigenvalues``), with what the
+    family's structure says about them (its ``eigenvalue_caption()``) under the title.
+    ValueError if not square.
 
     >>> eigenvalue_plot(torch.diag(torch.tensor([1.0, -2.0]))).data[0].x.tolist()
     [-2.0, 1.0]
     """
     lam = analysis.eigenvalues(m)
-    note = "in the complex plane"
-    if isinstance(m, StructuredMatrix) and m.family == "circulant" and m.block == m.d_in == m.d_out:
-        note = "exactly fft(c), the DFT of its first column"
-    fig = figure(f"Eigenvalues of {name_of(m)}" + _subtitle(note), xaxis=dict(title="Re λ", zeroline=True),
+    caption = m.eigenvalue_caption() if isinstance(m, StructuredMatrix) else None
+    fig = figure(f"Eigenvalues of {name_of(m)}" + _subtitle(caption or "in the complex plane"),
+                 xaxis=dict(title="Re λ", zeroline=True),
                  yaxis=dict(title="Im λ", zeroline=True, scaleanchor="x"))
     fig.add_trace(go.Scatter(
         x=lam.real.numpy(), y=lam.imag.numpy(), mode="markers", name="λ",
@@ -290,8 +274,8 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
     """The Sylvester residual ∇_{A,B}(M) = A M − M B as a heatmap (left, in cells of its
     largest entries above ``MAX_CELLS``: a lone nonzero column still shows) and its singular
     values (right, log y), with the displacement rank (``analysis.displacement_rank``) ending the
-    title and marked. ``A``/``B``: operator names ("Z1", "Z-1", "Z<f>": unit-f-circulant shifts)
-    or matrices.
+    title and marked. ``A``/``B``: operator names ("Z1", "Z-1", "Z<f>": the f-shifts Z_f) or
+    matrices.
 
     >>> displacement_figure(torch.eye(3), "Z1", "Z1").layout.title.text.endswith("rank 0")
     True

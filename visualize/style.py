@@ -1,8 +1,10 @@
-"""The explorer's look, defined once: template, colours per family, diverging scale, empty figures."""
+"""The explorer's look, defined once: template, colours, diverging scale, empty figures."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from surm_core.families import FAMILIES
 
 #: The look of every figure, made plotly's default on import: a figure that names its template
 #: pays ~20 ms of validation when it is built, one that takes the default gets it when serialized.
@@ -15,28 +17,20 @@ pio.templates.default = TEMPLATE
 #: Signed entries: blue negative, white zero, red positive (used with ``zmid=0``).
 DIVERGING = "RdBu_r"
 
-#: One colour per family (and per fine-tuning baseline), the same in every figure.
-COLORS = {
-    "dense": "#4d4d4d",
-    "full": "#4d4d4d",
-    "lowrank": "#1f77b4",
-    "circulant": "#d62728",
-    "toeplitz": "#ff7f0e",
-    "symmetric_toeplitz": "#bcbd22",
-    "kronecker": "#2ca02c",
-    "ldr": "#9467bd",
-    "monarch": "#17becf",
-    "head-only": "#8c564b",
-}
+#: Colours of the fine-tuning baselines; each family's is its class's ``color``.
+BASELINE_COLORS = {"full": "#4d4d4d", "head-only": "#8c564b"}
 OTHER_COLOR = "#7f7f7f"
+#: Colours of a training run's curves: train loss, train accuracy, eval accuracy.
+SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
 
 #: Thin lines drawn over heatmaps at tile/block edges.
 GRID_LINE = dict(color="rgba(0, 0, 0, 0.35)", width=1)
 
 
 def color(name: str | None) -> str:
-    """The colour of a family or baseline name; grey for anything else."""
-    return COLORS.get(name, OTHER_COLOR)
+    """The colour of a family or baseline name, the same in every figure; grey for anything else."""
+    family = FAMILIES.get(name) if isinstance(name, str) else None
+    return (family.color if family else BASELINE_COLORS.get(name)) or OTHER_COLOR
 
 
 def figure(title: str, **layout) -> go.Figure:

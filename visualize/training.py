@@ -13,7 +13,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import GRID_LINE, OTHER_COLOR, color, empty_figure, figure
+from .style import GRID_LINE, OTHER_COLOR, SERIES_COLORS, color, empty_figure, figure
 
 
 def _check_dicts(name: str, items) -> list[dict]:
@@ -35,15 +35,15 @@ def training_curves(events) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     x = [e["step"] for e in steps]
     fig.add_trace(go.Scatter(x=x, y=[e["loss"] for e in steps], name="train loss",
-                             mode="lines", line=dict(color=color("lowrank"))), row=1, col=1)
+                             mode="lines", line=dict(color=SERIES_COLORS[0])), row=1, col=1)
     train = [e for e in steps if e.get("train_acc") is not None]
     fig.add_trace(go.Scatter(x=[e["step"] for e in train], y=[e["train_acc"] for e in train],
                              name="train accuracy", mode="lines",
-                             line=dict(color=color("toeplitz"))), row=1, col=2)
+                             line=dict(color=SERIES_COLORS[1])), row=1, col=2)
     evals = [e for e in steps if e.get("eval_acc") is not None]
     fig.add_trace(go.Scatter(x=[e["step"] for e in evals], y=[e["eval_acc"] for e in evals],
                              name="eval accuracy", mode="lines+markers",
-                             line=dict(color=color("circulant"))), row=1, col=2)
+                             line=dict(color=SERIES_COLORS[2])), row=1, col=2)
     last = steps[-1]
     title = f"Training: step {last['step']}"
     if last.get("examples_per_s") is not None:
@@ -77,7 +77,7 @@ def parameter_bars(runs, references: dict[str, int] | None = None) -> go.Figure:
     """Trainable parameters of each run (bars, log axis), with ``references`` drawn as dashed
     lines, e.g. ``{"LoRA r=8": 147456, "full fine-tuning": 22713218}`` for the same model.
 
-    >>> parameter_bars([{"name": "circulant", "trainable_params": 4608}]).data[0].y
+    >>> parameter_bars([{"name": "my run", "trainable_params": 4608}]).data[0].y
     (4608,)
     """
     runs = _check_dicts("runs", runs)

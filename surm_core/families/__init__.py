@@ -1,5 +1,7 @@
-"""The structured-matrix families, by name, and the two ways to build one."""
+"""The structured-matrix families, by name, the two ways to build one, and how to add one."""
 from __future__ import annotations
+
+import torch
 
 from .base import StructuredMatrix, check_size
 from .circulant import CirculantMatrix
@@ -23,6 +25,68 @@ FAMILIES: dict[str, type[StructuredMatrix]] = {
         MonarchMatrix,
     )
 }
+
+
+#: What a family class must define itself (the rest of the contract has defaults in ``base``).
+REQUIRED = ("forward", "to_dense", "count", "candidates", "smallest")
+
+
+def register_family(cls: type[StructuredMatrix]) -> type[StructuredMatrix]:
+    """Add a family defined outside ``surm_core`` (a :class:`StructuredMatrix` subclass following
+    ``surm_core.families.base``'s contract) under ``cls.family``; returns ``cls`` (so it works as
+    a class decorator). From then on ``make``, ``from_budget``, adapters (``inject``, ``merge``,
+    ``save_adapter``/``load_adapter``), ``analysis``, the figures and the Explore session accept
+    it by name.
+
+    The class is checked first: a ``ValueError`` says what is missing or wrong (not a subclass,
+    no or a taken ``family`` name, a required method not defined, or a small member whose
+    ``forward``, ``to_dense`` or ``count`` disagree).
+
+    >>> class Diagonal(StructuredMatrix): ...  # doctest: +SKIP
+    >>> register_family(Diagonal)              # doctest: +SKIP
+    """
+    if not (isinstance(cls, type) and issubclass(cls, StructuredMatrix)):
+        raise ValueError(f"register_family expects a subclass of surm_core.StructuredMatrix, got {cls!r}")
+    name = cls.family
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{cls.__name__} must set the class attribute family to a non-empty name, got {name!r}")
+    if name in FAMILIES:
+        raise ValueError(f"a family named {name!r} is already registered ({FAMILIES[name].__name__})")
+    own = cls.__mro__[: cls.__mro__.index(StructuredMatrix)]  # the classes between it and the base
+    missing = [m for m in REQUIRED if not any(m in k.__dict__ for k in own)]
+    if missing:
+        raise ValueError(
+            f"{cls.__name__} does not define {', '.join(missing)}; a family needs "
+            f"{', '.join(REQUIRED)} (see surm_core.families.base)"
+        )
+    _check_member(cls)
+    FAMILIES[name] = cls
+    return cls
+
+
+def _check_member(cls) -> None:
+    """Build the smallest 4 × 6 member and check its forward, to_dense and count agree."""
+    d_out, d_in = 4, 6
+    try:
+        hp = cls.smallest(d_out, d_in)
+        m = cls(d_out, d_in, init="random", seed=0, **hp).double()
+        dense = m.to_dense()
+        x = torch.randn(3, d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        y = m(x)
+        count = cls.count(d_out, d_in, **hp)
+    except Exception as e:
+        raise ValueError(f"family {cls.family!r} failed its check (a random {d_out}×{d_in} member "
+                         f"from smallest()): {type(e).__name__}: {e}") from e
+    problems = []
+    if tuple(dense.shape) != (d_out, d_in):
+        problems.append(f"to_dense() has shape {tuple(dense.shape)}")
+    elif tuple(y.shape) != (3, d_out) or not torch.allclose(y, x @ dense.T, atol=1e-10):
+        problems.append("forward(x) differs from x @ to_dense().T")
+    if count != m.num_params:
+        problems.append(f"count() says {count} parameters, the module has {m.num_params}")
+    if problems:
+        raise ValueError(f"family {cls.family!r} failed its check on a random {d_out}×{d_in} member: "
+                         + "; ".join(problems))
 
 
 def family_class(family: str) -> type[StructuredMatrix]:
@@ -69,14 +133,7 @@ def from_budget(family: str, d_out: int, d_in: int, budget: int, init: str = "ze
     cls = family_class(family)
     d_out, d_in = check_size("d_out", d_out), check_size("d_in", d_in)
     budget = check_size("budget", budget)
-    best, best_key = None, None
-    for hp in cls.candidates(d_out, d_in, budget):
-        n = cls.count(d_out, d_in, **hp)
-        if n > budget:
-            continue
-        key = (n, cls.rank_bound(d_out, d_in, **hp), cls.preference(d_out, d_in, **hp))
-        if best_key is None or key > best_key:
-            best, best_key = hp, key
+    best = cls.best_within(d_out, d_in, min(budget, cls.max_params(d_out, d_in)))
     if best is None:
         smallest = cls.count(d_out, d_in, **cls.smallest(d_out, d_in))
         raise ValueError(
@@ -86,4 +143,4 @@ def from_budget(family: str, d_out: int, d_in: int, budget: int, init: str = "ze
     return cls(d_out, d_in, init=init, seed=seed, **best)
 
 
-__all__ = ["FAMILIES", "StructuredMatrix", "make", "from_budget", "family_class"]
+__all__ = ["FAMILIES", "StructuredMatrix", "make", "from_budget", "family_class", "register_family"]

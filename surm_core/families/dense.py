@@ -17,6 +17,16 @@ class DenseMatrix(StructuredMatrix):
 
     family = "dense"
     zero_params = ("weight",)
+    color = "#4d4d4d"
+    description = """### Dense (full fine-tuning of a layer)
+**Formula.** `ΔW = W`: any `d_out × d_in` matrix, every entry trained.
+
+**Parameters.** `d_out · d_in` (147,456 for one 384 × 384 MiniLM projection).
+
+**Fast algorithm.** None: a matrix–vector product costs `d_out · d_in` multiply-adds.
+
+**Displacement rank.** Generically `n`: no structure at all. This is the reference every other
+family is compared with."""
 
     def __init__(self, d_out: int, d_in: int, init: str = "zero", seed: int | None = None, **hparams):
         super().__init__(d_out, d_in, self.resolve(d_out, d_in, **hparams))
@@ -34,6 +44,9 @@ class DenseMatrix(StructuredMatrix):
 
     def to_dense(self) -> torch.Tensor:
         return self.weight.clone()
+
+    def project(self, W):
+        return {"weight": W}
 
     @classmethod
     def count(cls, d_out, d_in, **hparams) -> int:

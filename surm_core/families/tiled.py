@@ -14,10 +14,17 @@ import scipy.fft
 import torch
 from torch import nn
 
-from .base import StructuredMatrix, check_hparam_names, check_size, grid
+from .base import StructuredMatrix, check_hparam_names, check_size, edges, grid
 
 # torch.fft has no bfloat16 kernels (and half only for powers of two on CUDA): compute in float32.
 _FFT_UPCAST = (torch.float16, torch.bfloat16)
+
+#: How the tiled families meet a budget, the last part of their ``description``.
+BUDGET_TEXT = (
+    "**Budget.** A layer is covered by a grid of `block × block` tiles, each with its own "
+    "parameters (zero-padded at the edges). One tile of size `max(d_out, d_in)` is the cheapest; "
+    "smaller tiles cost more parameters and mix less globally."
+)
 
 
 def fft_len(n: int) -> int:
@@ -42,17 +49,19 @@ class TiledFFTMatrix(StructuredMatrix):
     @classmethod
     def resolve(cls, d_out, d_in, block=None, **rest) -> dict:
         check_hparam_names(cls.family, rest, ("block", *cls.extra_hparams))
+        extra = {name: check_size(name, rest.get(name, default)) for name, default in cls.extra_hparams.items()}
+        side = max(d_out, d_in)
         if block is None:
-            block = max(d_out, d_in)
+            # one tile, unless that has more parameters than allowed (a Toeplitz tile of 2n − 1
+            # on a 1 × n layer): then the largest block that fits
+            block = side
+            if cls.count(d_out, d_in, block=side, **extra) > d_out * d_in:
+                limit = cls.max_params(d_out, d_in)
+                block = next((b for b in range(side, 0, -1) if cls.count(d_out, d_in, block=b, **extra) <= limit), side)
         block = check_size("block", block)
-        if block > max(d_out, d_in):
-            raise ValueError(
-                f"block={block} exceeds the layer's largest side {max(d_out, d_in)}"
-            )
-        hp = {"block": block}
-        for name, default in cls.extra_hparams.items():
-            hp[name] = check_size(name, rest.get(name, default))
-        return hp
+        if block > side:
+            raise ValueError(f"block={block} exceeds the layer's largest side {side}")
+        return {"block": block, **extra}
 
     def param_shapes(self) -> dict:  # pragma: no cover - abstract
         """Shapes of each tile's parameters (the grid dims ``p, q`` are prepended)."""
@@ -78,6 +87,28 @@ class TiledFFTMatrix(StructuredMatrix):
         n = self.block
         full = tiles.permute(0, 2, 1, 3).reshape(self.p * n, self.q * n)
         return full[: self.d_out, : self.d_in]
+
+    def split_tiles(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W cut into (p, q, block, block) tiles (zero-padded), and the mask of visible entries."""
+        n, p, q = self.block, self.p, self.q
+        padded = W.new_zeros(p * n, q * n)
+        padded[: self.d_out, : self.d_in] = W
+        visible = torch.zeros_like(padded)
+        visible[: self.d_out, : self.d_in] = 1
+        return tuple(t.reshape(p, n, q, n).transpose(1, 2) for t in (padded, visible))
+
+    def diagonal_means(self, W: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
+        """Per tile, the mean of W's visible entries at each value of ``index`` (block × block →
+        [0, count)), 0 where no entry is visible: the Frobenius projection onto tiles whose
+        entries are equal wherever ``index`` is (circulant, Toeplitz, ...)."""
+        tiles, visible = self.split_tiles(W)
+        flat = index.flatten()
+        sums = W.new_zeros(self.p, self.q, count).index_add_(2, flat, tiles.flatten(2))
+        counts = W.new_zeros(self.p, self.q, count).index_add_(2, flat, visible.flatten(2))
+        return sums / counts.clamp(min=1)
+
+    def tile_edges(self) -> tuple[list[int], list[int]]:
+        return edges(self.block, self.d_out), edges(self.block, self.d_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -119,8 +150,11 @@ class TiledFFTMatrix(StructuredMatrix):
 
     @classmethod
     def candidates(cls, d_out, d_in, budget):
+        budget = min(budget, cls.max_params(d_out, d_in))
         for block in range(1, max(d_out, d_in) + 1):
-            yield {"block": block, **cls.extra_hparams}
+            hp = {"block": block, **cls.extra_hparams}
+            if cls.count(d_out, d_in, **hp) <= budget:
+                yield hp
 
     @classmethod
     def preference(cls, d_out, d_in, block, **hparams) -> float:

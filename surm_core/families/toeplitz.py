@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from .base import View, float64
 from .fftconv import fft_conv
-from .base import View
-from .tiled import TiledFFTMatrix, fft_len
+from .tiled import BUDGET_TEXT, TiledFFTMatrix, fft_len
 
 
 def toeplitz_index(n: int) -> torch.Tensor:
@@ -39,6 +39,20 @@ class ToeplitzMatrix(TiledFFTMatrix):
 
     family = "toeplitz"
     zero_params = ("diagonals",)
+    color = "#ff7f0e"
+    description = f"""### Toeplitz
+**Formula.** `T[i, j] = t[i − j]`: constant along every diagonal; the first column and the first
+row (sharing `t[0]`) fix the whole matrix.
+
+**Parameters.** `2n − 1` per `n × n` tile.
+
+**Fast algorithm.** Embed `T` in a circulant of size at least `2n − 1` and use the FFT:
+`O(n log n)`.
+
+**Displacement rank.** At most 2 under `(Z₁, Z₋₁)`: shifting `T` down and `T` right leaves only
+its first row and last column.
+
+{BUDGET_TEXT}"""
 
     def param_shapes(self):
         return {"diagonals": (2 * self.block - 1,)}
@@ -52,6 +66,11 @@ class ToeplitzMatrix(TiledFFTMatrix):
 
     def to_dense(self):
         return self.dense_from_tiles(self.diagonals[:, :, toeplitz_index(self.block)])
+
+    def project(self, W):
+        # per tile, the mean of W's visible entries along each diagonal
+        n = self.block
+        return {"diagonals": self.diagonal_means(W, toeplitz_index(n), 2 * n - 1)}
 
     def parameter_views(self):
         n, tiles = self.block, "" if self.p == self.q == 1 else ", a row per tile"
@@ -74,6 +93,18 @@ class SymmetricToeplitzMatrix(TiledFFTMatrix):
 
     family = "symmetric_toeplitz"
     zero_params = ("t",)
+    color = "#bcbd22"
+    description = f"""### Symmetric Toeplitz
+**Formula.** `T[i, j] = t[|i − j|]`: a Toeplitz matrix equal to its transpose.
+
+**Parameters.** `n` per `n × n` tile.
+
+**Fast algorithm.** As Toeplitz: a circulant embedding and the FFT, `O(n log n)`. Being symmetric,
+its eigenvalues are real.
+
+**Displacement rank.** At most 2 under `(Z₁, Z₋₁)`, like every Toeplitz matrix.
+
+{BUDGET_TEXT}"""
 
     def param_shapes(self):
         return {"t": (self.block,)}
@@ -90,6 +121,27 @@ class SymmetricToeplitzMatrix(TiledFFTMatrix):
 
     def to_dense(self):
         return self.dense_from_tiles(self.diagonals()[:, :, toeplitz_index(self.block)])
+
+    # -- structure ------------------------------------------------------------------------------
+    def _symmetric_eigenvalues(self) -> torch.Tensor | None:
+        """One uncropped tile is a symmetric matrix: real eigenvalues by ``eigvalsh``."""
+        if self.p == self.q == 1 and self.d_out == self.d_in == self.block:
+            n = self.block
+            return torch.linalg.eigvalsh(float64(self.t)[0, 0][(toeplitz_index(n) - (n - 1)).abs()])
+        return None
+
+    def singular_values(self):
+        lam = self._symmetric_eigenvalues()
+        return None if lam is None else lam.abs()
+
+    def eigenvalues(self):
+        lam = self._symmetric_eigenvalues()
+        return None if lam is None else lam.to(torch.complex128)
+
+    def project(self, W):
+        # per tile, the mean of W's visible entries along each pair of mirrored diagonals
+        n = self.block
+        return {"t": self.diagonal_means(W, (toeplitz_index(n) - (n - 1)).abs(), n)}
 
     def parameter_views(self):
         tiles = "" if self.p == self.q == 1 else ", a row per tile"
