@@ -40,7 +40,8 @@ def build(demo: gr.Blocks, large, max_size: int = session.MAX_EXPLORE_SIZE) -> C
     compare_note = gr.Markdown(elem_id="compare_note")
     table = gr.Dataframe(headers=session.TABLE_COLUMNS, label="families at the table budget", elem_id="table")
     gr.Markdown("### The displacement rank as a dial\nThe nearest map `Σᵢ₌₁..ᵣ C(gᵢ)·S(hᵢ)` to the target: "
-                "its displacement `Z₁·M − M·Z₋₁` has rank ≤ r, and r = n reaches any matrix.")
+                "its displacement `Z₁·M − M·Z₋₁` has rank ≤ r (r = n would reach any matrix, with twice the "
+                "dense map's parameters).")
     r = gr.Slider(1, session.DIAL_MAX_R, value=1, step=1, label="displacement rank r", elem_id="dial_r")
     dial_plot = gr.Plot(label="the dial", elem_id="dial")
     dial_note = gr.Markdown(elem_id="dial_note")

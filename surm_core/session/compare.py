@@ -149,7 +149,8 @@ def dial_stages(kind: str, n: int, seed: int, r: int, *, large_text: bool = Fals
                 max_size: int = MAX_EXPLORE_SIZE):
     """Yield the :class:`Dial` of the nearest LDR map ``Σ_{i≤r} C(g_i) S(h_i)`` (displacement rank
     ≤ r under (Z1, Z-1), one tile, ``2·r·n`` parameters: ``analysis.nearest``) to the target's
-    top-left corner of at most ``DIAL_SIZE`` a side, for ``r`` in 1 … ``DIAL_MAX_R``: first a
+    top-left corner of at most ``DIAL_SIZE`` a side, for ``r`` in 1 … ``DIAL_MAX_R`` (and at most
+    n/2, where it has the dense map's n² parameters): first a
     "fitting…" placeholder when this fit is new, then the figure with every fit made so far
     for this target (they are kept).
 
@@ -165,9 +166,10 @@ def dial_stages(kind: str, n: int, seed: int, r: int, *, large_text: bool = Fals
     W = visualize.target_matrix(kind, size, seed)  # ValueError for an unknown target
     style = enlarge if large_text else (lambda fig: fig)
     notes = [f"the target's top-left {size} × {size} corner: the dial fits up to {DIAL_SIZE}" if size < n else ""]
-    if r > size:
-        notes.append(f"r = {r} is above n = {size}: showing r = {size}, where every matrix is exact")
-        r = size
+    top = max(1, size // 2)  # 2·r·n parameters stay within the dense map's n²
+    if r > top:
+        notes.append(f"r = {r} would take more parameters than the dense {size} × {size} map: showing r = {top}")
+        r = top
     note = "; ".join(s for s in notes if s)
     operators = style(visualize.operators_figure())
     fits = _dial_fits_of(kind, size, seed)
