@@ -339,16 +339,17 @@ def test_api_a_large_explore_never_holds_up_a_small_one(url, tmp_path):
     import importlib
 
     large_maps = importlib.import_module("surm_core.session.explore")._large_maps
-    first, second = (Client(url, verbose=False, download_files=str(tmp_path)) for _ in range(2))
+    clients = [Client(url, verbose=False, download_files=str(tmp_path)) for _ in range(3)]
     large_maps.acquire()  # the served app runs in this process: its large-map queue is taken
-    try:
-        large = first.submit("toeplitz", 300, 300, 1200, 0, "Z1", "Z-1", api_name="/explore")
-        wait_for(lambda: large.status().code.name == "PROCESSING", "the large exploration to start")
-        small = second.predict("circulant", 64, 64, 64, 0, "Z1", "Z-1", api_name="/explore")
-        assert small[0]["num_params"] == 64 and not large.done()  # answered while the large one waits
+    try:  # two large explorations wait (they used to fill the two slots every explorer shared) ...
+        large = [c.submit("toeplitz", 300, 300, 1200, 0, "Z1", "Z-1", api_name="/explore") for c in clients[:2]]
+        wait_for(lambda: all(job.status().code.name == "PROCESSING" for job in large), "the large explorations")
+        small = clients[2].submit("circulant", 64, 64, 64, 0, "Z1", "Z-1", api_name="/explore").result(timeout=60)
+        assert small[0]["num_params"] == 64 and not any(job.done() for job in large)  # ... a small one does not
     finally:
         large_maps.release()
-    assert large.result(timeout=120)[0]["num_params"] == from_budget("toeplitz", 300, 300, 1200).num_params
+    for job in large:
+        assert job.result(timeout=120)[0]["num_params"] == from_budget("toeplitz", 300, 300, 1200).num_params
 
 
 def test_api_compare_returns_curves_table_and_note(client):
