@@ -91,11 +91,11 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
             yield (gr.skip(),) * len(outputs)
             return
         try:
-            yield from _show(key, max_size)
+            yield from _show(key)
         except ValueError as e:
             yield refused(e)
 
-    def _show(key, max_size):
+    def _show(key):
         family, d_out, d_in, budget, seed, A, B, large = key
         sent = None
         for r in session.explore_stages(family, d_out, d_in, budget, seed, A, B, clamp=True, large_text=large,
@@ -105,7 +105,7 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
             view = (r.parameters, r.config, r.heatmap, r.spectrum, r.eigenvalues, r.displacement, r.explanation)
             if sent is None:  # the first stage: the controls follow the shown configuration
                 yield (budget_box(family, d_out, d_in, shown_budget, max_size),
-                       session.slider_position(shown_budget, low, max(low, high)), r.note, *view,
+                       session.slider_position(shown_budget, low, high), r.note, *view,
                        key[:3] + (shown_budget,) + key[4:])
             else:  # a later stage resends only new figures
                 yield (gr.skip(),) * 3 + tuple(gr.skip() if new is old else new for new, old in zip(view, sent)) + (
