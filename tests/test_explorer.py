@@ -44,7 +44,7 @@ def test_parameter_views_read_as_their_textbook_names():
     m = make("toeplitz", 5, 5, init="random", seed=0)
     column, row = (v.values for v in m.parameter_views())
     T = m.to_dense().detach()
-    assert torch.equal(column, T[:, 0]) and torch.equal(row, T[0, 1:])  # first column; first row after t[0]
+    assert torch.equal(column, T[:, 0]) and torch.equal(row, T[0, 1:])  # first column; first row after t[0] (shared)
     c, spectrum = make("circulant", 6, 6, init="random", seed=1).parameter_views()
     assert spectrum.derived and torch.allclose(spectrum.values, torch.fft.fft(c.values).abs())
     k = make("kronecker", 6, 4, a_shape=(2, 2), init="random", seed=0)

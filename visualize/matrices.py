@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from surm_core import analysis
 from surm_core.families import StructuredMatrix
 
-from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure
+from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure, title_margin
 
 #: Heatmaps show at most this many rows and columns; a larger matrix is shown in cells of s × s
 #: entries, each cell holding its entry of largest magnitude (so the browser gets ~65k numbers,
@@ -88,7 +88,7 @@ def matrix_trace(M: torch.Tensor, stride: int, **heatmap) -> go.Heatmap:
              f"{stride}×{stride} cell around row %{{y}}, col %{{x}}: largest |entry| %{{z:.4g}}")
     return go.Heatmap(
         z=pooled(M, stride).numpy(), x=np.arange(0, cols, stride) + centre, y=np.arange(0, rows, stride) + centre,
-        colorscale=DIVERGING, zmid=0, hovertemplate=hover + "<extra></extra>", **heatmap,
+        hovertemplate=hover + "<extra></extra>", **{"colorscale": DIVERGING, "zmid": 0, **heatmap},
     )
 
 
@@ -120,12 +120,12 @@ def heatmap(m, title: str | None = None) -> go.Figure:
     M = as_matrix(m)
     rows, cols = M.shape
     stride = stride_for(rows, cols)
-    count = f"{m.num_params:,} parameters" if isinstance(m, StructuredMatrix) else ""
-    text = (title or f"Entries of {name_of(m)}") + _subtitle(
-        count, cell_note(stride), "all zero (an adapter at initialisation)" if not M.any() else "")
-    # room for every title line and, under them, the column numbers (read on top, like a matrix's)
+    name = name_of(m) + (f", {m.num_params:,} parameters" if isinstance(m, StructuredMatrix) else "")
+    text = (title or "Entries") + _subtitle(
+        name, cell_note(stride), "all zero (an adapter at initialisation)" if not M.any() else "")
     fig = figure(text, yaxis=dict(autorange="reversed", scaleanchor="x", constrain="domain"),
-                 xaxis=dict(constrain="domain", side="top"), margin=dict(t=64 + 16 * text.count("<br>")))
+                 xaxis=dict(constrain="domain", side="top"),  # column numbers on top, like a matrix's
+                 margin=title_margin(text, below=20))
     fig.add_trace(matrix_trace(M, stride, colorbar=dict(thickness=12)))
     edges_r, edges_c = tile_edges(m) if isinstance(m, StructuredMatrix) else ([], [])
     if edges_r or edges_c:
@@ -136,7 +136,7 @@ def heatmap(m, title: str | None = None) -> go.Figure:
 def parameter_figure(m) -> go.Figure:
     """The family's own parameters beside its matrix (``m.parameter_views()``): a vector as bars
     against its index, a matrix as a heatmap (in cells above ``MAX_CELLS``), one panel each,
-    top to bottom; derived views (a spectrum) are marked as such.
+    top to bottom; derived views (a spectrum) are drawn in grey.
 
     >>> from surm_core import make
     >>> [t.type for t in parameter_figure(make("dense", 2, 3, init="random", seed=0)).data]
@@ -144,7 +144,7 @@ def parameter_figure(m) -> go.Figure:
     """
     views = m.parameter_views()
     fig = make_subplots(rows=len(views), cols=1, vertical_spacing=0.3 / len(views),
-                        subplot_titles=[v.title + (" (derived)" if v.derived else "") for v in views])
+                        subplot_titles=[v.title for v in views])
     for i, view in enumerate(views, start=1):
         values = view.values.detach().to("cpu", torch.float64)
         if values.ndim == 1:
@@ -153,14 +153,17 @@ def parameter_figure(m) -> go.Figure:
                                  hovertemplate="[%{x}] = %{y:.4g}<extra></extra>"), row=i, col=1)
         else:
             stride = stride_for(*values.shape)
-            fig.add_trace(matrix_trace(values, stride, showscale=False), row=i, col=1)
+            shades = dict(colorscale="Greys", zmid=None) if view.derived else {}
+            fig.add_trace(matrix_trace(values, stride, showscale=False, **shades), row=i, col=1)
             fig.update_yaxes(autorange="reversed", tickformat="d", row=i, col=1)
             if values.shape[0] <= 4:  # a few rows or columns (tiles, factors): one tick each, not halves
                 fig.update_yaxes(dtick=1, row=i, col=1)
             if values.shape[1] <= 4:
                 fig.update_xaxes(dtick=1, tickformat="d", row=i, col=1)
+    derived = "grey: derived from them" if any(v.derived for v in views) else ""
     title = f"The {m.num_params:,} parameters that make ΔW"
-    fig.update_layout(title=dict(text=title + _subtitle("these numbers, put in place, are the matrix")))
+    title += _subtitle("these numbers, put in place, are the matrix", derived)
+    fig.update_layout(title=dict(text=title), margin=title_margin(title, below=20))
     return fig
 
 
@@ -253,7 +256,7 @@ def eigenvalue_plot(m) -> go.Figure:
     """
     lam = analysis.eigenvalues(m)
     caption = m.eigenvalue_caption() if isinstance(m, StructuredMatrix) else None
-    fig = figure(f"Eigenvalues of {name_of(m)}" + _subtitle(caption or "in the complex plane"),
+    fig = figure("Eigenvalues in the complex plane" + _subtitle(name_of(m), caption),
                  xaxis=dict(title="Re λ", zeroline=True),
                  yaxis=dict(title="Im λ", zeroline=True, scaleanchor="x"))
     fig.add_trace(go.Scatter(
@@ -295,8 +298,9 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
                                                          thickness=10)), row=1, col=1)
     fig.add_trace(_values_trace(s, line=dict(color=color(getattr(M, "family", None))),
                                 name="σ_i(∇)", showlegend=False), row=1, col=2)
-    fig.update_layout(title=dict(text=f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank {rank}"),
-                      margin=dict(t=110, b=80))
+    title = f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank {rank}"
+    # under the title: the subplot titles (two lines when the residual is drawn in cells)
+    fig.update_layout(title=dict(text=title), margin=dict(title_margin(title, below=20 + 14 * (stride > 1)), b=80))
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     if s[0] > 0:

@@ -99,7 +99,7 @@ and its singular values `|fft(c)|`: usually full rank with only `n` parameters.
         return None
 
     def parameter_views(self):
-        tiles = "" if self.p == self.q == 1 else ", a row per tile"
+        tiles = self.by_tile()
         return [View(f"c: the first column{tiles}", self.per_tile(self.c)),
                 View(f"|fft(c)|: the singular values{tiles}", self.per_tile(torch.fft.fft(self.c.detach()).abs()),
                      derived=True)]

@@ -174,7 +174,7 @@ has this form. So `r` is a dial: `r = 1` is circulant-like, `r = n` is any matri
                 yield {"block": block, "r": r}
 
     def parameter_views(self):
-        tiles = "" if self.p == self.q == 1 else ", tile by tile"
+        tiles = self.by_tile()
         return [View(f"g_i of C(g_i): row i{tiles}", self.per_tile(self.g)),
                 View(f"h_i of S(h_i): row i{tiles}", self.per_tile(self.h))]
 

@@ -124,9 +124,14 @@ class TiledFFTMatrix(StructuredMatrix):
 
     # -- what the explorer shows ---------------------------------------------------------------
     def per_tile(self, t: torch.Tensor) -> torch.Tensor:
-        """A tile parameter (p, q, ..., n) as one tile's array, or as rows of n (tile by tile)."""
+        """A tile parameter (p, q, ...) as one tile's array, or else a row per row of tiles, each
+        tile's parameters side by side (1 × 1 tiles: the matrix itself)."""
         t = t.detach()
-        return t[0, 0] if self.p == self.q == 1 else t.reshape(-1, t.shape[-1])
+        return t[0, 0] if self.p == self.q == 1 else t.reshape(self.p, -1)
+
+    def by_tile(self) -> str:
+        """What a parameter view's title adds when there are several tiles."""
+        return "" if self.p == self.q == 1 else ", by tile"
 
     def layout_note(self) -> str:
         n, p, q = self.block, self.p, self.q

@@ -73,11 +73,11 @@ its first row and last column.
         return {"diagonals": self.diagonal_means(W, toeplitz_index(n), 2 * n - 1)}
 
     def parameter_views(self):
-        n, tiles = self.block, "" if self.p == self.q == 1 else ", a row per tile"
+        n, tiles = self.block, self.by_tile()
         column = View(f"first column t[0], t[1], …{tiles}", self.per_tile(self.diagonals[..., n - 1:]))
         if n == 1:  # 1 × 1 tiles: the column is all there is
             return [column]
-        return [column, View(f"first row after t[0]: t[−1], t[−2], …{tiles}",
+        return [column, View(f"first row t[−1], t[−2], …{tiles}",
                              self.per_tile(self.diagonals[..., : n - 1].flip(-1)))]
 
 
@@ -144,5 +144,4 @@ its eigenvalues are real.
         return {"t": self.diagonal_means(W, (toeplitz_index(n) - (n - 1)).abs(), n)}
 
     def parameter_views(self):
-        tiles = "" if self.p == self.q == 1 else ", a row per tile"
-        return [View(f"t: the first column and row{tiles}", self.per_tile(self.t))]
+        return [View(f"t: first column = first row{self.by_tile()}", self.per_tile(self.t))]
