@@ -22,24 +22,29 @@ import argparse  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from ui import compare, explore, finetune  # noqa: E402
+from surm_core.session import MAX_EXPLORE_SIZE  # noqa: E402
+from ui import compare, explore, finetune, links  # noqa: E402
 
 INTRO = """# SURM Explorer
 Structured parameter-efficient fine-tuning, made visible. **Explore** a matrix family at a parameter
 budget, **compare** how well each family approximates a matrix, then **fine-tune** a model with it."""
 
 
-def build_app(runs_dir="runs") -> gr.Blocks:
-    """The explorer's Blocks; fine-tuning runs are written to (and the runs table read from) ``runs_dir``."""
+def build_app(runs_dir="runs", max_map: int = MAX_EXPLORE_SIZE) -> gr.Blocks:
+    """The explorer's Blocks; fine-tuning runs are written to (and the runs table read from)
+    ``runs_dir``; Explore and Compare refuse maps of more than ``max_map`` a side."""
     with gr.Blocks(title="SURM Explorer") as demo:
         gr.Markdown(INTRO)
-        with gr.Tabs():
-            with gr.Tab("Explore", id="explore"):
-                explore.build(demo)
-            with gr.Tab("Compare", id="compare"):
-                compare.build(demo)
-            with gr.Tab("Fine-tune", id="finetune"):
+        links.bar()
+        with gr.Tabs() as tabs:
+            with gr.Tab("Explore", id="explore") as explore_tab:
+                explored = explore.build(demo, max_map)
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                compared = compare.build(demo, explored.controls[-1], max_map)
+            with gr.Tab("Fine-tune", id="finetune") as finetune_tab:
                 finetune.build(demo, runs_dir)
+        links.wire(demo, tabs, {"explore": explore_tab, "compare": compare_tab, "finetune": finetune_tab},
+                   explored, compared)
     return demo
 
 
@@ -51,19 +56,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="port (env SURM_PORT; default 7860)")
     parser.add_argument("--share", action="store_true", default=os.environ.get("SURM_SHARE") == "1",
                         help="also serve through a public gradio.live link (env SURM_SHARE=1)")
+    parser.add_argument("--max-map", type=int, default=os.environ.get("SURM_MAX_MAP", str(MAX_EXPLORE_SIZE)),
+                        help=f"largest side of a map Explore and Compare compute (env SURM_MAX_MAP; default "
+                             f"{MAX_EXPLORE_SIZE}: about 0.1 GiB and a few seconds on a 2-core CPU)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    serve(args.host, args.port, args.share)
+    serve(args.host, args.port, args.share, max_map=args.max_map)
 
 
-def serve(host: str, port: int, share: bool = False, runs_dir="runs", block: bool = True) -> gr.Blocks:
+def serve(host: str, port: int, share: bool = False, runs_dir="runs", block: bool = True,
+          max_map: int = MAX_EXPLORE_SIZE) -> gr.Blocks:
     """Build the app and serve it; ``block=False`` returns at once (the server runs in a thread)."""
-    demo = build_app(runs_dir).queue()
+    demo = build_app(runs_dir, max_map).queue()
     demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(runs_dir)],
-                show_error=True, prevent_thread_lock=not block, quiet=not block)
+                show_error=True, prevent_thread_lock=not block, quiet=not block, head=links.HEAD, css=links.CSS)
     return demo
 
 

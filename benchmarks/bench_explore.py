@@ -8,9 +8,11 @@
 ``--budgets``: ``min`` (the family's smallest), ``max`` (the dense count ``n²``, the slider's top)
 or ``<k>n`` (k·n, raised to the family's smallest). Maps above 128 × 128 answer in stages
 (``session.explore_stages``), and the time to each is printed. Cells are medians over
-repetitions, in seconds since the request; figures are built (plotly objects) but not
-serialized. ``--memory`` adds the peak memory above the resident size before the request
-(Linux: VmHWM, reset through /proc/self/clear_refs before the first repetition).
+repetitions, in seconds since the request; figures are built (plotly objects), then serialized
+in their own column (``json s``: what the page then sends), beside ``session.estimate``'s upper
+estimate of the time (``est. s``) that the server's ``--max-map`` refusal quotes. ``--memory``
+adds the peak memory above the resident size before the request (Linux: VmHWM, reset through
+/proc/self/clear_refs before the first repetition).
 """
 from __future__ import annotations
 
@@ -20,13 +22,21 @@ import statistics
 import time
 
 from surm_core import FAMILIES
-from surm_core.session import budget_range, explore_stages
+from surm_core.session import budget_range, estimate, explore_stages
+
+FIGURES = ("heatmap", "parameters", "spectrum", "eigenvalues", "displacement")
 
 
 def time_stages(family: str, n: int, budget: int) -> list[float]:
-    """Seconds from the request to each stage of one exploration."""
+    """Seconds from the request to each stage of one exploration, then to serialize its figures."""
     t0 = time.perf_counter()
-    return [time.perf_counter() - t0 for _ in explore_stages(family, n, n, budget, seed=0)]
+    times = []
+    for result in explore_stages(family, n, n, budget, seed=0):
+        times.append(time.perf_counter() - t0)
+    t1 = time.perf_counter()
+    for name in FIGURES:
+        getattr(result, name).to_json()
+    return times + [time.perf_counter() - t1]
 
 
 def peak_rss() -> int:
@@ -67,8 +77,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     time_stages("circulant", 64, 64)  # imports and first-call set-up out of the timings
 
-    print(f"{'n':>5} {'family':<20} {'budget':>9} {'answer s':>9} {'spectra s':>10} {'eigen s':>8}"
-          + (f" {'peak MiB':>9}" if args.memory else ""))
+    print(f"{'n':>5} {'family':<20} {'budget':>9} {'answer s':>9} {'spectra s':>10} {'eigen s':>8} {'json s':>7} "
+          f"{'est. s':>7}" + (f" {'peak MiB':>9}" if args.memory else ""))
     for n in args.sizes:
         for family in args.families:
             for spec in args.budgets:
@@ -79,10 +89,11 @@ def main(argv=None):
                     runs.append(time_stages(family, n, budget))
                     if start is not None:
                         peak = (peak_rss() - start) / 2**20
-                # a small map answers in one stage: its one time fills every column
-                cells = [statistics.median(r[min(i, len(r) - 1)] for r in runs) for i in range(3)]
+                # a small map answers in one stage: its one time fills every column (the last: json)
+                cells = [statistics.median(r[min(i, len(r) - 2)] for r in runs) for i in range(3)]
+                cells += [statistics.median(r[-1] for r in runs), estimate(n, n).seconds]
                 print(f"{n:>5} {family:<20} {budget:>9,} "
-                      + " ".join(f"{c:>{w}.3f}" for c, w in zip(cells, (9, 10, 8)))
+                      + " ".join(f"{c:>{w}.3f}" for c, w in zip(cells, (9, 10, 8, 7, 7)))
                       + (f" {max(peak, 0.0):>9.0f}" if args.memory else ""), flush=True)
 
 

@@ -148,7 +148,8 @@ def test_explore_stages_answer_a_large_map_first_with_placeholders():
     quick, complete = session.explore_stages("circulant", 512, 300, 512)
     assert quick.config == complete.config and quick.heatmap is complete.heatmap
     assert not quick.spectrum.data and not quick.displacement.data  # "computing…" placeholders
-    assert complete.spectrum.data and complete.displacement.data and complete.eigenvalues is None
+    assert complete.spectrum.data and complete.displacement.data
+    assert not complete.eigenvalues.data and "square" in complete.eigenvalues.layout.annotations[0].text
     assert len(list(session.explore_stages("circulant", 128, 128, 128))) == 1  # small: at once
 
 
@@ -165,7 +166,7 @@ def test_explore_stages_of_a_large_square_map_bring_the_eigenvalues_last():
 
 def test_explore_rectangular_has_no_eigenvalues():
     result = session.explore("toeplitz", 48, 16, 100)
-    assert result.eigenvalues is None and result.config["shape"] == [48, 16]
+    assert not result.eigenvalues.data and result.config["shape"] == [48, 16]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -332,6 +333,23 @@ def test_api_explore_bad_input_is_a_message_and_the_app_keeps_serving(client, ar
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name="/explore")
     assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
+
+
+def test_api_a_large_explore_never_holds_up_a_small_one(url, tmp_path):
+    import importlib
+
+    large_maps = importlib.import_module("surm_core.session.explore")._large_maps
+    clients = [Client(url, verbose=False, download_files=str(tmp_path)) for _ in range(3)]
+    large_maps.acquire()  # the served app runs in this process: its large-map queue is taken
+    try:  # two large explorations wait (they used to fill the two slots every explorer shared) ...
+        large = [c.submit("toeplitz", 300, 300, 1200, 0, "Z1", "Z-1", api_name="/explore") for c in clients[:2]]
+        wait_for(lambda: all(job.status().code.name == "PROCESSING" for job in large), "the large explorations")
+        small = clients[2].submit("circulant", 64, 64, 64, 0, "Z1", "Z-1", api_name="/explore").result(timeout=60)
+        assert small[0]["num_params"] == 64 and not any(job.done() for job in large)  # ... a small one does not
+    finally:
+        large_maps.release()
+    for job in large:
+        assert job.result(timeout=120)[0]["num_params"] == from_budget("toeplitz", 300, 300, 1200).num_params
 
 
 def test_api_compare_returns_curves_table_and_note(client):

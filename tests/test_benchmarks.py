@@ -59,8 +59,8 @@ def test_bench_explore_prints_one_row_per_family_and_size(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [(r[0], r[1]) for r in rows] == [("16", "circulant"), ("16", "ldr"), ("200", "circulant"), ("200", "ldr")]
     for r in rows:
-        answer, spectra, eigen = map(float, r[3:])
-        assert 0 < answer <= spectra <= eigen
+        answer, spectra, eigen, serialized, estimated = map(float, r[3:])
+        assert 0 < answer <= spectra <= eigen and serialized > 0 and estimated > 0
 
 
 def test_every_configuration_of_the_full_study_fits_minilm():

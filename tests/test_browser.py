@@ -3,7 +3,8 @@
 It explores (family and budget changes re-render the plots; a bad size shows a message and the
 page keeps working), compares, and starts a tiny fine-tune whose live plot grows until Stop. A
 screenshot of each tab goes to ``test-artifacts/``; with ``UPDATE_SCREENSHOTS=1`` they are also
-copied to ``docs/screenshots/`` for the README. In CI (``CI`` set) the test never skips.
+copied to ``docs/screenshots/`` for the README (the Explore and Compare ones come from
+``test_browser_explore.py``). In CI (``CI`` set) the test never skips.
 """
 from __future__ import annotations
 
@@ -52,13 +53,14 @@ def page(url):
         browser.close()
 
 
-def screenshot(page, name: str) -> None:
+def screenshot(page, name: str, docs: bool = True) -> None:
+    """A full-page screenshot in test-artifacts/; with UPDATE_SCREENSHOTS=1 and ``docs`` also the README's."""
     for close in page.locator("[data-testid=toast-close]").all():  # messages already checked
         close.click()
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+    if docs and os.environ.get("UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, SCREENSHOTS / path.name)
 
@@ -84,7 +86,7 @@ def test_explore_compare_and_a_live_finetune(page, tmp_path):
     wait_plot(page, "heatmap", "p.layout.title.text.includes('circulant')")
     for elem_id in ("spectrum", "eigenvalues", "displacement"):
         wait_plot(page, elem_id)
-    screenshot(page, "explore")
+    screenshot(page, "explore-smoke", docs=False)  # the README's come from test_browser_explore.py
 
     # Another family re-renders every plot with it.
     choose(page, "family", "monarch")
@@ -124,7 +126,7 @@ def test_explore_compare_and_a_live_finetune(page, tmp_path):
     page.locator("#compare_note").get_by_text("ldr is fitted iteratively").wait_for()
     wait_plot(page, "curves", "p.data.some(t => t.name === 'ldr')")
     page.locator("#table").get_by_text("lowrank").first.wait_for()
-    screenshot(page, "compare")
+    screenshot(page, "compare-smoke", docs=False)
 
     # Fine-tune a tiny model on a tiny CSV: one short run to the end, then one stopped while its
     # live plot grows; both land in the runs table.

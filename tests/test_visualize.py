@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+import visualize
 from surm_core import FAMILIES, analysis, make
 from visualize import (approximation_curves, approximation_table, displacement_figure,
                        eigenvalue_plot, heatmap, parameter_bars, pareto, spectrum, target_matrix,
@@ -59,12 +60,37 @@ def test_heatmap_draws_tile_and_block_edges():
     assert len(heatmap(member("lowrank")).data) == 1  # no structure lines for plain families
 
 
-def test_heatmap_samples_large_matrices_exactly():
+def test_heatmap_shows_large_matrices_in_cells_of_their_largest_entries():
     W = torch.randn(600, 300, dtype=torch.float64)
     fig = heatmap(W)
-    np.testing.assert_array_equal(fig.data[0].z, W[::3, ::3].numpy())
-    np.testing.assert_array_equal(fig.data[0].x, np.arange(0, 300, 3))
-    assert "1 row and column in 3" in fig.layout.title.text
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (200, 100)  # 600 / 3 rows, 300 / 3 columns: cells of 3 × 3
+    A = W.numpy()
+    for i, j in [(0, 0), (7, 3), (199, 99), (123, 45)]:  # each cell: its entry of largest magnitude, signed
+        cell = A[3 * i:3 * i + 3, 3 * j:3 * j + 3].ravel()
+        assert z[i, j] == cell[np.abs(cell).argmax()]
+    np.testing.assert_array_equal(fig.data[0].x, np.arange(0, 300, 3) + 1)  # cell centres
+    assert "largest |entry| of 3 × 3" in fig.layout.title.text
+
+
+def test_heatmap_cells_keep_a_lone_row_and_column():
+    M = torch.zeros(1000, 700, dtype=torch.float64)
+    M[998, :] = 0.5  # one row and one column, both off the old sampling grid (every 4th)
+    M[:, 697] = -2.0
+    z = np.asarray(heatmap(M).data[0].z)
+    assert (z[-1, :-1] == 0.5).all() and (z[:, -1] == -2.0).all() and (z[:-1, :-1] == 0).all()
+
+
+def test_large_circulant_residual_is_not_blank():
+    # a 1024 one-tile circulant's residual Z1·C − C·Z-1 is one nonzero column: sampling one column
+    # in four dropped it and drew a blank heatmap
+    m = make("circulant", 1024, 1024, init="random", seed=0).double()
+    fig = displacement_figure(m)
+    R = analysis.displacement(m)
+    live = (R.abs() > 0).any(0).nonzero().flatten().tolist()
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (256, 256) and np.abs(z).max() == float(R.abs().max())
+    assert sorted(set(np.nonzero(z)[1])) == sorted({c // 4 for c in live})
 
 
 def test_heatmap_of_zero_init_says_so():
@@ -94,6 +120,18 @@ def test_spectrum_overlays_the_analysis_singular_values_and_ranks():
                                                           compute_uv=False)[:drawn], rtol=1e-6, atol=1e-9)
         assert marker.x == (analysis.numerical_rank(m),) * 2
     assert values[2].name == "lowrank (rank 3)" and len(values[2].y) == 3
+
+
+def test_log_axes_label_ticks_with_their_values_and_sigma_as_a_subscript():
+    # singular values within one decade: plotly labelled minor ticks with a bare digit ("9 8 7 … 2")
+    fig = spectrum({"D": torch.diag(torch.linspace(0.15, 0.9, 8, dtype=torch.float64))})
+    axis = fig.layout.yaxis
+    assert axis.title.text == "σ<sub>i</sub>"
+    assert list(axis.ticktext) == [f"{v:.3g}" for v in axis.tickvals] and len(axis.tickvals) >= 2
+    low, high = axis.range
+    assert all(low <= np.log10(v) <= high for v in axis.tickvals)
+    wide = spectrum({"D": torch.diag(torch.logspace(-12, 0, 8, dtype=torch.float64))}).layout.yaxis
+    assert wide.exponentformat == "power" and wide.dtick >= 1 and (wide.range[1] - wide.range[0]) / wide.dtick <= 7
 
 
 def test_spectrum_top_k_and_plain_matrices():
@@ -143,6 +181,12 @@ def test_eigenvalue_plot_needs_a_square_map():
         eigenvalue_plot(make("lowrank", 8, 6, r=2, init="random", seed=0))
 
 
+def test_a_rectangular_map_says_why_it_has_no_eigenvalues():
+    fig = visualize.no_eigenvalues_figure(48, 80)
+    text = fig.layout.annotations[0].text
+    assert not fig.data and "48 × 80 map: M v = λ v" in text and "needs a square M" in text
+
+
 # -- displacement ----------------------------------------------------------------------------
 def residual_z1_zm1(M):
     """Z1 M − M Z-1 by rolls (independent of analysis.shift): Z1 moves rows down cyclically,
@@ -167,6 +211,40 @@ def test_displacement_figure_carries_residual_values_and_rank(family):
     assert marker.x == (dr, dr) and fig.layout.title.text.endswith(f"displacement rank {dr}")
 
 
+def test_displacement_colorbar_lies_under_the_residual_clear_of_the_values_plot():
+    fig = displacement_figure(member("toeplitz"))
+    bar = fig.data[0].colorbar
+    left, right = fig.layout.xaxis.domain, fig.layout.xaxis2.domain
+    assert bar.orientation == "h" and bar.xanchor == "center"
+    assert left[0] <= bar.x - bar.len / 2 and bar.x + bar.len / 2 <= left[1] < right[0]
+
+
+#: A title line this long fits a plot two sevenths of a 1280-pixel page wide (the displacement: three
+#: sevenths); a <sub> line is drawn smaller. The browser test measures the drawn titles.
+TITLE_LINE_CHARS, WIDE_TITLE_LINE_CHARS, SUB_SCALE = 38, 56, 1.4
+
+
+def title_lines(fig) -> list[tuple[str, float]]:
+    """Each line of the figure's titles without markup, and how much of a full line it may take."""
+    import re
+    texts = [fig.layout.title.text or ""] + [a.text for a in fig.layout.annotations if a.text]
+    return [(re.sub("<[^>]+>", "", line), SUB_SCALE if line.startswith("<sub>") else 1.0)
+            for text in texts for line in text.split("<br>")]
+
+
+@pytest.mark.parametrize("family", ["symmetric_toeplitz", "circulant"])  # the longest name, and fft(c)'s note
+def test_titles_fit_a_third_of_a_1280_pixel_page(family):
+    m = make(family, 1024, 1024, init="random", seed=0).double()
+    figures = [heatmap(m), displacement_figure(m), eigenvalue_plot(m), spectrum({family: m}),
+               visualize.parameter_figure(m), visualize.no_eigenvalues_figure(1000, 1024)]
+    for fig in figures:
+        limit = WIDE_TITLE_LINE_CHARS if fig is figures[1] else TITLE_LINE_CHARS
+        for line, scale in title_lines(fig):
+            assert len(line) <= limit * scale, line
+    # the displacement rank, the point of that figure, ends the title on its own line
+    assert displacement_figure(m).layout.title.text.split("<br>")[-1].startswith("under (Z1, Z-1): displacement rank")
+
+
 def test_displacement_ranks_of_the_textbook_cases():
     def title_rank(M, A="Z1", B="Z-1"):
         return int(displacement_figure(M, A, B).layout.title.text.rsplit(" ", 1)[1])
@@ -182,8 +260,10 @@ def test_displacement_with_matrix_operators_and_sampling():
     M = torch.randn(300, 300, dtype=torch.float64)
     I = torch.eye(300, dtype=torch.float64)
     fig = displacement_figure(M, I, 2 * I)  # I M − M 2I = −M
-    np.testing.assert_array_equal(fig.data[0].z, -M[::2, ::2].numpy())
-    assert "under (A, B)" in fig.layout.title.text and "1 row and column in 2" in fig.layout.title.text
+    cells = (-M).numpy().reshape(150, 2, 150, 2).transpose(0, 2, 1, 3).reshape(150, 150, 4)
+    largest = np.take_along_axis(cells, np.abs(cells).argmax(-1)[..., None], -1)[..., 0]
+    np.testing.assert_array_equal(fig.data[0].z, largest)
+    assert "under (A, B)" in fig.layout.title.text and "largest |entry| of 2 × 2" in fig.layout.annotations[0].text
     with pytest.raises(ValueError, match="operator"):
         displacement_figure(M, "shift", "Z1")
 
@@ -203,6 +283,32 @@ def test_approximation_curves_are_the_nearest_errors():
         m, err = analysis.nearest(family, W, budget)
         assert curves[family].y[i] == err and curves[family].x[i] == m.num_params
     assert curves["dense"].y == (0.0,)
+
+
+def test_approximation_curves_show_dense_and_mark_the_table_budget():
+    W = target_matrix("gaussian", 16, seed=0)
+    fig = approximation_curves(W, [16, 64, 256], mark_budget=64)
+    (dense,) = [t for t in fig.data if t.name == "dense"]
+    assert dense.x == (256,) and dense.y == (0.0,)  # one point, exact, at the dense count
+    assert dense.marker.size >= 10 and dense.cliponaxis is False
+    low, high = fig.layout.xaxis.range
+    bottom, top = fig.layout.yaxis.range
+    for trace in fig.data:  # every point inside the frame, none on its edge
+        assert all(low < np.log10(x) < high for x in trace.x) and all(bottom < y < top for y in trace.y)
+    (line,) = [s for s in fig.layout.shapes if s.x0 == s.x1 == 64]
+    assert line.line.dash == "dash" and any("table: 64" in a.text for a in fig.layout.annotations)
+
+
+def test_dial_and_operators_figures_carry_their_matrices():
+    W = target_matrix("psd", 8, seed=0)
+    fits = {r: analysis.nearest("ldr", W, 2 * r * 8) for r in (1, 2)}
+    fig = visualize.dial_figure(W, fits, 2, name="ldr")
+    np.testing.assert_array_equal(fig.data[0].z, fits[2][0].to_dense().detach().numpy())
+    errors, star = fig.data[-2], fig.data[-1]
+    assert errors.x == (1, 2) and errors.y == (fits[1][1], fits[2][1]) and star.x == (2,)
+    ops = visualize.operators_figure(n=4)
+    for trace, f in zip(ops.data, (1.0, -1.0, 0.0)):
+        np.testing.assert_array_equal(trace.z, analysis.shift(4, f).numpy())
 
 
 def test_approximation_table_rows():
@@ -334,3 +440,4 @@ def test_pareto_points_and_front():
                    for o in evaluated))
     assert list(zip(front.x, front.y)) == expected
     assert is_empty_with_hint(pareto([RUNS[-1]]), "No evaluated runs")
+    assert points.cliponaxis is False  # labels above the top run and beside the outer ones are drawn whole

@@ -15,10 +15,11 @@ from plotly.subplots import make_subplots
 from surm_core import analysis
 from surm_core.families import StructuredMatrix
 
-from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure
+from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure, title_margin
 
-#: Heatmaps show at most this many rows and columns; larger matrices are sampled with a stride
-#: (every s-th row and column, exact entries) so the browser gets ~65k numbers, not millions.
+#: Heatmaps show at most this many rows and columns; a larger matrix is shown in cells of s × s
+#: entries, each cell holding its entry of largest magnitude (so the browser gets ~65k numbers,
+#: not millions, and a lone nonzero row or column still shows).
 MAX_CELLS = 256
 #: Tile edges are drawn only while there are few enough of them to stay readable.
 MAX_EDGES = 32
@@ -40,12 +41,34 @@ def as_matrix(m) -> torch.Tensor:
 def name_of(m) -> str:
     """How a map is named in titles: its family (with shape), or "matrix"."""
     rows, cols = m.shape
-    return f"{m.family if isinstance(m, StructuredMatrix) else 'matrix'} ({rows}×{cols})"
+    return f"{m.family if isinstance(m, StructuredMatrix) else 'matrix'} {rows}×{cols}"
 
 
 def stride_for(rows: int, cols: int) -> int:
-    """Sampling stride that keeps both sides of a heatmap within ``MAX_CELLS``."""
+    """Cell size s that keeps both sides of a heatmap within ``MAX_CELLS``."""
     return -(-max(rows, cols) // MAX_CELLS)
+
+
+def pooled(M: torch.Tensor, s: int) -> torch.Tensor:
+    """M in cells of s × s entries (the last ones cut short), each cell its entry of largest
+    magnitude, sign kept: no structure hides between sampled rows (s = 1: M itself).
+
+    >>> pooled(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, -2.0], [1.0, 0.0, 0.0]]), 2)
+    tensor([[ 0., -2.],
+            [ 1.,  0.]])
+    """
+    if s == 1:
+        return M
+    rows, cols = M.shape
+    R, C = -(-rows // s), -(-cols // s)
+    padded = M.new_zeros(R * s, C * s)
+    padded[:rows, :cols] = M
+    cells = padded.reshape(R, s, C, s).permute(0, 2, 1, 3).reshape(R, C, s * s)
+    return cells.gather(-1, cells.abs().argmax(-1, keepdim=True)).squeeze(-1)
+
+
+def cell_note(s: int) -> str:
+    return f"cells: the largest |entry| of {s} × {s}" if s > 1 else ""
 
 
 def tile_edges(m) -> tuple[list[int], list[int]]:
@@ -56,12 +79,16 @@ def tile_edges(m) -> tuple[list[int], list[int]]:
             edges_c if len(edges_c) <= MAX_EDGES else [])
 
 
-def _matrix_trace(M: torch.Tensor, stride: int, **heatmap) -> go.Heatmap:
+def matrix_trace(M: torch.Tensor, stride: int, **heatmap) -> go.Heatmap:
+    """A heatmap trace of M in cells of stride × stride (:func:`pooled`), rows and columns at the cell centres."""
     rows, cols = M.shape
+    # cell centres, so that a cell covers its entries' positions and tile edges fall between cells
+    centre = (stride - 1) / 2
+    hover = ("row %{y}, col %{x}: %{z:.4g}" if stride == 1 else
+             f"{stride}×{stride} cell around row %{{y}}, col %{{x}}: largest |entry| %{{z:.4g}}")
     return go.Heatmap(
-        z=M[::stride, ::stride].numpy(), x=np.arange(0, cols, stride), y=np.arange(0, rows, stride),
-        colorscale=DIVERGING, zmid=0, hovertemplate="row %{y}, col %{x}: %{z:.4g}<extra></extra>",
-        **heatmap,
+        z=pooled(M, stride).numpy(), x=np.arange(0, cols, stride) + centre, y=np.arange(0, rows, stride) + centre,
+        hovertemplate=hover + "<extra></extra>", **{"colorscale": DIVERGING, "zmid": 0, **heatmap},
     )
 
 
@@ -77,10 +104,15 @@ def _edge_trace(edges_r, edges_c, rows, cols) -> go.Scatter:
     return go.Scatter(x=x, y=y, mode="lines", line=GRID_LINE, hoverinfo="skip", showlegend=False)
 
 
+def _subtitle(*notes: str) -> str:
+    """Notes under a title, one line each (empty notes left out)."""
+    return "".join(f"<br><sub>{n}</sub>" for n in notes if n)
+
+
 def heatmap(m, title: str | None = None) -> go.Figure:
     """Heatmap of the entries (diverging colours, white at 0), rows downward like a matrix, with
-    tile/block edges of the family drawn as thin lines; above ``MAX_CELLS`` a side, every s-th
-    row and column is shown (said in the title).
+    tile/block edges of the family drawn as thin lines; above ``MAX_CELLS`` a side, in cells of
+    s × s entries showing each cell's largest-magnitude entry (:func:`pooled`; said in the title).
 
     >>> heatmap(torch.eye(3)).data[0].z.tolist()
     [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
@@ -88,19 +120,50 @@ def heatmap(m, title: str | None = None) -> go.Figure:
     M = as_matrix(m)
     rows, cols = M.shape
     stride = stride_for(rows, cols)
-    text = title or f"Entries of {name_of(m)}"
-    if isinstance(m, StructuredMatrix):
-        text += f", {m.num_params:,} parameters"
-    if stride > 1:
-        text += f"<br><sub>sampled: 1 row and column in {stride} shown</sub>"
-    if not M.any():
-        text += "<br><sub>all zero (an adapter at initialisation)</sub>"
+    name = name_of(m) + (f", {m.num_params:,} parameters" if isinstance(m, StructuredMatrix) else "")
+    text = (title or "Entries") + _subtitle(
+        name, cell_note(stride), "all zero (an adapter at initialisation)" if not M.any() else "")
     fig = figure(text, yaxis=dict(autorange="reversed", scaleanchor="x", constrain="domain"),
-                 xaxis=dict(constrain="domain", side="top"))
-    fig.add_trace(_matrix_trace(M, stride))
+                 xaxis=dict(constrain="domain", side="top"),  # column numbers on top, like a matrix's
+                 margin=title_margin(text, below=20))
+    fig.add_trace(matrix_trace(M, stride, colorbar=dict(thickness=12)))
     edges_r, edges_c = tile_edges(m) if isinstance(m, StructuredMatrix) else ([], [])
     if edges_r or edges_c:
         fig.add_trace(_edge_trace(edges_r, edges_c, rows, cols))
+    return fig
+
+
+def parameter_figure(m) -> go.Figure:
+    """The family's own parameters beside its matrix (``m.parameter_views()``): a vector as bars
+    against its index, a matrix as a heatmap (in cells above ``MAX_CELLS``), one panel each,
+    top to bottom; derived views (a spectrum) are drawn in grey.
+
+    >>> from surm_core import make
+    >>> [t.type for t in parameter_figure(make("dense", 2, 3, init="random", seed=0)).data]
+    ['heatmap']
+    """
+    views = m.parameter_views()
+    fig = make_subplots(rows=len(views), cols=1, vertical_spacing=0.3 / len(views),
+                        subplot_titles=[v.title for v in views])
+    for i, view in enumerate(views, start=1):
+        values = view.values.detach().to("cpu", torch.float64)
+        if values.ndim == 1:
+            fig.add_trace(go.Bar(x=np.arange(len(values)), y=values.numpy(), showlegend=False,
+                                 marker_color=OTHER_COLOR if view.derived else color(m.family),
+                                 hovertemplate="[%{x}] = %{y:.4g}<extra></extra>"), row=i, col=1)
+        else:
+            stride = stride_for(*values.shape)
+            shades = dict(colorscale="Greys", zmid=None) if view.derived else {}
+            fig.add_trace(matrix_trace(values, stride, showscale=False, **shades), row=i, col=1)
+            fig.update_yaxes(autorange="reversed", tickformat="d", row=i, col=1)
+            if values.shape[0] <= 4:  # a few rows or columns (tiles, factors): one tick each, not halves
+                fig.update_yaxes(dtick=1, row=i, col=1)
+            if values.shape[1] <= 4:
+                fig.update_xaxes(dtick=1, tickformat="d", row=i, col=1)
+    derived = "grey: derived from them" if any(v.derived for v in views) else ""
+    title = f"The {m.num_params:,} parameters that make ΔW"
+    title += _subtitle("these numbers, put in place, are the matrix", derived)
+    fig.update_layout(title=dict(text=title), margin=title_margin(title, below=20))
     return fig
 
 
@@ -112,6 +175,22 @@ def _log_axis(values: list[torch.Tensor]) -> tuple[float, list[float]]:
     top = max(float(v[0]) for v in values)
     low = max(min(float(v[v > 0].min()) for v in values), top * 1e-17)
     return low, [math.log10(low) - 0.2, math.log10(top) + 0.2]
+
+
+def log_ticks(log_range: list[float]) -> dict:
+    """Tick labels of a log axis over ``log_range`` (log10 units), each one a whole number: powers
+    of ten (every few decades) when it spans two decades or more, else 1-2-5 steps (plotly would label the minor
+    ticks with a bare leading digit, "9 8 7 … 2", which reads as nonsense below 1).
+
+    >>> log_ticks([-0.2, 0.5])["ticktext"]
+    ['1', '2']
+    """
+    low, high = log_range
+    if high - low >= 2:  # a power of ten every few decades: at most ~7 labels
+        return dict(dtick=math.ceil((high - low) / 7), exponentformat="power")
+    values = [m * 10.0 ** e for e in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
+    shown = [v for v in values if low <= math.log10(v) <= high]
+    return dict(tickvals=shown, ticktext=[f"{v:.3g}" for v in shown])
 
 
 def _values_trace(s: torch.Tensor, **scatter) -> go.Scatter:
@@ -126,6 +205,9 @@ def _rank_marker(x: int, low: float, high: float, line_color: str, group: str) -
     return go.Scatter(x=[x, x], y=[low, high], mode="lines", legendgroup=group, showlegend=False,
                       line=dict(color=line_color, dash="dash", width=1),
                       hovertemplate=f"numerical rank {x}<extra>{group}</extra>")
+
+
+SIGMA_I = "σ<sub>i</sub>"
 
 
 def spectrum(mats: dict, k: int | None = None) -> go.Figure:
@@ -145,8 +227,9 @@ def spectrum(mats: dict, k: int | None = None) -> go.Figure:
     ranks = {name: analysis.numerical_rank(m, values=s) if k is None else analysis.numerical_rank(m)
              for (name, m), s in zip(mats.items(), values.values())}
     nonzero = [s for s in values.values() if s[0] > 0]
-    fig = figure("Singular values (numerical rank dashed)", xaxis=dict(title="index i"),
-                 yaxis=dict(type="log", title="σ_i", exponentformat="power"))
+    fig = figure("Singular values" + _subtitle("log scale; numerical rank dashed"),
+                 xaxis=dict(title="index i"), yaxis=dict(type="log", title=SIGMA_I),
+                 legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"))
     low, log_range = _log_axis(nonzero) if nonzero else (1.0, None)
     for name, s in values.items():
         m = mats[name]
@@ -156,7 +239,7 @@ def spectrum(mats: dict, k: int | None = None) -> go.Figure:
         if s[0] > 0:
             fig.add_trace(_rank_marker(ranks[name], low, float(s[0]), c, name))
     if nonzero:
-        fig.update_yaxes(range=log_range)
+        fig.update_yaxes(range=log_range, **log_ticks(log_range))
     else:
         fig.add_annotation(text="All singular values are 0 (ΔW = 0, an adapter at initialisation).",
                            x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
@@ -172,11 +255,9 @@ def eigenvalue_plot(m) -> go.Figure:
     [-2.0, 1.0]
     """
     lam = analysis.eigenvalues(m)
-    title = f"Eigenvalues of {name_of(m)} in the complex plane"
     caption = m.eigenvalue_caption() if isinstance(m, StructuredMatrix) else None
-    if caption:
-        title += f"<br><sub>{caption}</sub>"
-    fig = figure(title, xaxis=dict(title="Re λ", zeroline=True),
+    fig = figure("Eigenvalues in the complex plane" + _subtitle(name_of(m), caption),
+                 xaxis=dict(title="Re λ", zeroline=True),
                  yaxis=dict(title="Im λ", zeroline=True, scaleanchor="x"))
     fig.add_trace(go.Scatter(
         x=lam.real.numpy(), y=lam.imag.numpy(), mode="markers", name="λ",
@@ -185,11 +266,19 @@ def eigenvalue_plot(m) -> go.Figure:
     return fig
 
 
+def no_eigenvalues_figure(d_out: int, d_in: int) -> go.Figure:
+    """Why a rectangular map shows no eigenvalues."""
+    return empty_figure("Eigenvalues", f"No eigenvalues for a<br>{d_out} × {d_in} map: M v = λ v<br>"
+                        "needs a square M<br>(d_out = d_in)")
+
+
 # -- displacement ----------------------------------------------------------------------------
 def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
-    """The Sylvester residual ∇_{A,B}(M) = A M − M B as a heatmap (left) and its singular values
-    (right, log y), with the displacement rank (``analysis.displacement_rank``) in the title and
-    marked. ``A``/``B``: operator names ("Z1", "Z-1", "Z<f>": the f-shifts Z_f) or matrices.
+    """The Sylvester residual ∇_{A,B}(M) = A M − M B as a heatmap (left, in cells of its
+    largest entries above ``MAX_CELLS``: a lone nonzero column still shows) and its singular
+    values (right, log y), with the displacement rank (``analysis.displacement_rank``) ending the
+    title and marked. ``A``/``B``: operator names ("Z1", "Z-1", "Z<f>": the f-shifts Z_f) or
+    matrices.
 
     >>> displacement_figure(torch.eye(3), "Z1", "Z1").layout.title.text.endswith("rank 0")
     True
@@ -198,24 +287,28 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
     s = analysis.singular_values(R)
     rank = analysis.displacement_rank(M, A, B, values=s)
     a, b = (op if isinstance(op, str) else name for op, name in ((A, "A"), (B, "B")))
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.18,
-                        subplot_titles=(f"residual {a}·M − M·{b}", "its singular values"))
     stride = stride_for(*R.shape)
-    fig.add_trace(_matrix_trace(R, stride, colorbar=dict(x=0.46, xanchor="left", thickness=12)), row=1, col=1)
+    residual = f"residual {a}·M − M·{b}" + (f"<br><sub>largest |entry| of {stride} × {stride}</sub>" if stride > 1 else "")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.14,
+                        subplot_titles=(residual, f"its singular values {SIGMA_I}"))
+    # the colour bar lies under the residual, clear of the right plot's tick labels
+    left, right = fig.layout.xaxis.domain
+    fig.add_trace(matrix_trace(R, stride, colorbar=dict(orientation="h", x=(left + right) / 2, xanchor="center",
+                                                         y=-0.08, yanchor="top", len=0.9 * (right - left),
+                                                         thickness=10)), row=1, col=1)
     fig.add_trace(_values_trace(s, line=dict(color=color(getattr(M, "family", None))),
                                 name="σ_i(∇)", showlegend=False), row=1, col=2)
-    title = f"Displacement of {name_of(M)} under ({a}, {b}): displacement rank {rank}"
-    if stride > 1:
-        title += f"<br><sub>residual sampled: 1 row and column in {stride} shown</sub>"
-    fig.update_layout(title=dict(text=title))
+    title = f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank {rank}"
+    # under the title: the subplot titles (two lines when the residual is drawn in cells)
+    fig.update_layout(title=dict(text=title), margin=dict(title_margin(title, below=20 + 14 * (stride > 1)), b=80))
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2)
     if s[0] > 0:
         low, log_range = _log_axis([s])
         fig.add_trace(_rank_marker(rank, low, float(s[0]), OTHER_COLOR, "∇"), row=1, col=2)
-        fig.update_yaxes(range=log_range, row=1, col=2)
+        fig.update_yaxes(range=log_range, row=1, col=2, **log_ticks(log_range))
     else:
-        fig.add_annotation(text="the residual is exactly 0", x=0.82, y=0.5, xref="paper",
+        fig.add_annotation(text="the residual is exactly 0", x=0.78, y=0.5, xref="paper",
                            yref="paper", showarrow=False)
         fig.update_xaxes(visible=False, row=1, col=2)
         fig.update_yaxes(visible=False, row=1, col=2)

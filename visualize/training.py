@@ -111,7 +111,7 @@ def pareto(runs) -> go.Figure:
                  xaxis=dict(type="log", title="trainable parameters"),
                  yaxis=dict(title="final eval accuracy", range=[0, 1.05]))
     fig.add_trace(go.Scatter(x=[_params(r) for r in runs], y=[r["final_eval_acc"] for r in runs],
-                             mode="markers+text", text=[_label(r) for r in runs],
+                             mode="markers+text", text=[_label(r) for r in runs], cliponaxis=False,
                              textposition="top center", name="runs", showlegend=False,
                              marker=dict(size=11, color=[color(r.get("method")) for r in runs])))
     front, best = [], float("-inf")

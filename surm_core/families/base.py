@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -65,6 +66,16 @@ def check_hparam_names(family: str, given: dict, allowed: tuple[str, ...]) -> No
             f"unknown hyperparameter(s) {unknown} for family '{family}'; "
             f"it takes {list(allowed) if allowed else 'none'}"
         )
+
+
+class View(NamedTuple):
+    """An array a family shows beside its dense matrix: a parameter as a reader sees it (the
+    views with ``derived=False`` are all ``num_params`` numbers, each once), or a quantity
+    derived from the parameters (a spectrum)."""
+
+    title: str
+    values: torch.Tensor  # 1-D: a vector; 2-D: a matrix
+    derived: bool = False
 
 
 def float64(t: torch.Tensor) -> torch.Tensor:
@@ -158,6 +169,17 @@ class StructuredMatrix(nn.Module):
                 f"{self.family} map has {dtype} parameters but got a {x.dtype} input; convert "
                 f"one to the other (x.to({dtype}) or module.to({x.dtype}))"
             )
+
+    # -- what the explorer shows ---------------------------------------------------------------
+    def parameter_views(self) -> list[View]:
+        """The parameters as a reader sees them ("these numbers make that matrix"): by default
+        each parameter under its own name, flattened to a matrix. Families override this."""
+        return [View(name, p.detach().reshape(p.shape[0], -1) if p.ndim > 2 else p.detach())
+                for name, p in self.named_parameters()]
+
+    def layout_note(self) -> str:
+        """How the shown map is laid out when that changes what its structure means ("" if not)."""
+        return ""
 
     # -- budget fitting ---------------------------------------------------------------------
     @classmethod

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import float64
+from .base import View, float64
 from .fftconv import fft_conv
 from .tiled import BUDGET_TEXT, TiledFFTMatrix
 
@@ -95,5 +95,11 @@ and its singular values `|fft(c)|`: usually full rank with only `n` parameters.
 
     def eigenvalue_caption(self):
         if self.block == self.d_out == self.d_in:
-            return "a circulant's eigenvalues are the DFT of its first column, fft(c)"
+            return "exactly fft(c), the DFT of its first column"
         return None
+
+    def parameter_views(self):
+        tiles = self.by_tile()
+        return [View(f"c: the first column{tiles}", self.per_tile(self.c)),
+                View(f"|fft(c)|: the singular values{tiles}", self.per_tile(torch.fft.fft(self.c.detach()).abs()),
+                     derived=True)]

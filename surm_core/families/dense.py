@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import StructuredMatrix, check_hparam_names
+from .base import StructuredMatrix, View, check_hparam_names
 
 
 class DenseMatrix(StructuredMatrix):
@@ -59,3 +59,6 @@ family is compared with."""
     @classmethod
     def smallest(cls, d_out, d_in) -> dict:
         return {}
+
+    def parameter_views(self):
+        return [View("W: every entry is a parameter", self.weight.detach())]

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .base import StructuredMatrix, check_hparam_names, edges, float64
+from .base import StructuredMatrix, View, check_hparam_names, edges, float64
 
 
 def _divisors(n: int) -> list[int]:
@@ -174,3 +174,8 @@ shift-wise. Instead, its singular values are all products `σᵢ(A) · σⱼ(B)`
     @classmethod
     def smallest(cls, d_out, d_in) -> dict:
         return min(cls._splits(d_out, d_in), key=lambda hp: cls.count(d_out, d_in, **hp))
+
+    def parameter_views(self):
+        (a1, a2), (b1, b2) = self.hparams["a_shape"], self.hparams["b_shape"]
+        return [View(f"A ({a1} × {a2}): which block", self.A.detach()),
+                View(f"B ({b1} × {b2}): every block's pattern", self.B.detach())]

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .base import lbfgs_best
+from .base import View, lbfgs_best
 from .circulant import circulant_index
 from .fftconv import negacyclic_fft, negacyclic_ifft, row_blocks
 from .tiled import BUDGET_TEXT, TiledFFTMatrix
@@ -172,6 +172,11 @@ has this form. So `r` is a dial: `r = 1` is circulant-like, `r = n` is any matri
             r = min(budget // cls.count(d_out, d_in, block, r=1), block)
             if r >= 1:
                 yield {"block": block, "r": r}
+
+    def parameter_views(self):
+        tiles = self.by_tile()
+        return [View(f"g_i of C(g_i): row i{tiles}", self.per_tile(self.g)),
+                View(f"h_i of S(h_i): row i{tiles}", self.per_tile(self.h))]
 
 
 class _Fourier:

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .base import StructuredMatrix, check_hparam_names, check_size, float64
+from .base import StructuredMatrix, View, check_hparam_names, check_size, float64
 
 
 class LowRankMatrix(StructuredMatrix):
@@ -106,3 +106,8 @@ rank itself is at most `r`: the singular values drop to zero after `r`.
     @classmethod
     def smallest(cls, d_out, d_in) -> dict:
         return {"r": 1, "alpha": 1.0}
+
+    def parameter_views(self):
+        r = self.hparams["r"]
+        return [View(f"A ({r} × {self.d_in}): what the rows read", self.A.detach()),
+                View(f"B ({self.d_out} × {r}), scaled by α/r = {self.scale:g}", self.B.detach())]

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .base import StructuredMatrix, check_hparam_names, check_size, edges, float64
+from .base import StructuredMatrix, View, check_hparam_names, check_size, edges, float64
 
 
 #: Largest intermediate rank k·blk_r applied as two thin GEMMs rather than batched block matmuls.
@@ -222,3 +222,9 @@ parameters that fit, then the highest rank `k · blk_r`, then 4 blocks (MoRe fou
             ({"nblocks": k, "blk_r": 1, "square": False} for k in range(1, d_in + 1)),
             key=lambda hp: cls.count(d_out, d_in, **hp),
         )
+
+    def parameter_views(self):
+        k, r = self.hparams["nblocks"], self.hparams["blk_r"]
+        return [View(f"L_1..L_{k} ({r} × {self.in_blk} each), stacked", self.L.detach().reshape(k * r, self.in_blk)),
+                View(f"R_1..R_{k} ({self.out_blk} × {r} each), side by side",
+                     self.R.detach().permute(1, 0, 2).reshape(self.out_blk, k * r))]

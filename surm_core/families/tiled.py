@@ -122,6 +122,27 @@ class TiledFFTMatrix(StructuredMatrix):
         """(..., q, block) -> (..., p, block): Σ_j tile(i, j) x_j for every output tile i."""
         raise NotImplementedError
 
+    # -- what the explorer shows ---------------------------------------------------------------
+    def per_tile(self, t: torch.Tensor) -> torch.Tensor:
+        """A tile parameter (p, q, ...) as one tile's array, or else a row per row of tiles, each
+        tile's parameters side by side (1 × 1 tiles: the matrix itself)."""
+        t = t.detach()
+        return t[0, 0] if self.p == self.q == 1 else t.reshape(self.p, -1)
+
+    def by_tile(self) -> str:
+        """What a parameter view's title adds when there are several tiles."""
+        return "" if self.p == self.q == 1 else ", by tile"
+
+    def layout_note(self) -> str:
+        n, p, q = self.block, self.p, self.q
+        cropped = (p * n, q * n) != (self.d_out, self.d_in)
+        if p == q == 1:
+            return (f"One {n} × {n} {self.family} tile, cropped to {self.d_out} × {self.d_in}: its last "
+                    f"{'rows' if self.d_out < n else 'columns'} are not shown.") if cropped else ""
+        return (f"A {p} × {q} grid of {n} × {n} tiles{' (the last ones cropped)' if cropped else ''}, each a "
+                f"{self.family} with its own parameters. The structure and its bounds hold tile by tile, "
+                "not across tile edges: the whole map's displacement rank is larger than one tile's.")
+
     # -- budget fitting -----------------------------------------------------------------------
     @classmethod
     def count(cls, d_out, d_in, block, **hparams) -> int:

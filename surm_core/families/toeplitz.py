@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import float64
+from .base import View, float64
 from .fftconv import fft_conv
 from .tiled import BUDGET_TEXT, TiledFFTMatrix, fft_len
 
@@ -72,6 +72,14 @@ its first row and last column.
         n = self.block
         return {"diagonals": self.diagonal_means(W, toeplitz_index(n), 2 * n - 1)}
 
+    def parameter_views(self):
+        n, tiles = self.block, self.by_tile()
+        column = View(f"first column t[0], t[1], …{tiles}", self.per_tile(self.diagonals[..., n - 1:]))
+        if n == 1:  # 1 × 1 tiles: the column is all there is
+            return [column]
+        return [column, View(f"first row t[−1], t[−2], …{tiles}",
+                             self.per_tile(self.diagonals[..., : n - 1].flip(-1)))]
+
 
 class SymmetricToeplitzMatrix(TiledFFTMatrix):
     """Tiles ``T[i, j] = t[|i − j|]``: ``n`` parameters per tile (``scipy.linalg.toeplitz(t)``).
@@ -134,3 +142,6 @@ its eigenvalues are real.
         # per tile, the mean of W's visible entries along each pair of mirrored diagonals
         n = self.block
         return {"t": self.diagonal_means(W, (toeplitz_index(n) - (n - 1)).abs(), n)}
+
+    def parameter_views(self):
+        return [View(f"t: first column = first row{self.by_tile()}", self.per_tile(self.t))]
