@@ -1,0 +1,270 @@
+"""Fine-tunes started from the app, each in its own process: the command line's engine
+(``python -m surm_core.finetune``), which writes ``metrics.jsonl`` as it trains while the page
+reads it. The page's explorers, in the server's process, cannot hold its steps up, and a crash or
+an out-of-memory in training ends that process only. Stop is the command line's Ctrl-C (SIGINT):
+the run ends after its current step and keeps what it reached.
+
+>>> job = FinetuneJob(run_dir, config).start()          # doctest: +SKIP
+>>> while not job.wait(1.0): print(job.status())        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import surm_core
+from ..finetune import FinetuneConfig
+from .device import DEVICE, DeviceLine
+from .finetune import Limits, check_dataset, check_run_name, default_run_name, device_name, keep_dataset
+from .runs import new_run_dir, write_record
+
+log = logging.getLogger(__name__)
+
+#: The training process writes everything it prints here, in its run directory (never served).
+LOG_FILE = "process.log"
+#: The directory that holds ``surm_core``: the training process imports it from there.
+SOURCE_ROOT = str(Path(surm_core.__file__).resolve().parent.parent)
+
+
+def new_run(workspace, config: FinetuneConfig, name: str | None, limits: Limits) -> "FinetuneJob":
+    """A job for ``config`` in a new run directory of ``workspace``, named ``name`` (or its default
+    name), its dataset checked against ``limits`` and kept with the run; not started yet."""
+    record = check_dataset(config, limits)
+    run_dir = new_run_dir(workspace, check_run_name(name) if (name or "").strip() else default_run_name(config))
+    try:
+        keep_dataset(config, run_dir)
+        write_record(run_dir, record)
+        config.out_dir = "."  # the process runs in the run directory
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return FinetuneJob(run_dir, config)
+
+
+class FinetuneJob:
+    """One run's training process: it waits for the device in ``line``, then trains in ``run_dir``.
+
+    Poll ``status()``, ``events()`` and ``progress()``; at the end ``summary`` (the engine's
+    ``summary.json``) or ``error`` (a message for people) is set.
+    """
+
+    def __init__(self, run_dir, config: FinetuneConfig, line: DeviceLine = DEVICE):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.line = line
+        self.process: subprocess.Popen | None = None
+        self.summary: dict | None = None
+        self.error: str | None = None
+        self.started: float | None = None  # when the process started (time.monotonic)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # between starting the process and stopping it
+        self._events: list[dict] = []
+        self._read = 0  # bytes of metrics.jsonl already parsed
+        self._thread = threading.Thread(target=self._run, name=f"finetune {self.name}", daemon=True)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def command(self) -> list[str]:
+        c = self.config
+        args = ["--out", ".", "--model", c.model, "--dataset", c.dataset, "--method", c.method,
+                "--steps", str(c.steps), "--batch-size", str(c.batch_size), "--lr", repr(c.lr),
+                "--warmup-ratio", repr(c.warmup_ratio), "--max-length", str(c.max_length), "--seed", str(c.seed),
+                "--eval-every", str(c.eval_every), "--eval-size", "all" if c.eval_size is None else str(c.eval_size)]
+        for flag, value in (("--text-column", c.text_column), ("--label-column", c.label_column),
+                            ("--budget", c.budget)):
+            if value is not None:
+                args += [flag, str(value)]
+        if c.hparams:
+            args += ["--hparams", *(f"{k}={v!r}" for k, v in c.hparams.items())]
+        if c.target_modules is not None:
+            targets = c.target_modules
+            args += ["--target-modules", *([targets] if isinstance(targets, str) else targets)]
+        return [sys.executable, "-m", "surm_core.finetune", *args]
+
+    def start(self) -> "FinetuneJob":
+        self.line.join(self)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            if not self.line.wait_turn(self, self._stop):
+                self.error = "stopped before it started"
+                return
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
+            with self._lock, open(self.run_dir / LOG_FILE, "ab") as out:
+                if self._stop.is_set():
+                    self.error = "stopped before it started"
+                    return
+                self.process = subprocess.Popen(self.command(), cwd=self.run_dir, env=env, stdout=out,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                self.started = time.monotonic()
+            self.process.wait()
+        except Exception as e:  # could not even start a process: say so, keep serving
+            log.exception("fine-tune %s could not start", self.run_dir)
+            self.error = f"could not start the training process ({type(e).__name__}: {e})"
+        finally:
+            self.line.leave(self)
+            self._finish()
+
+    def _finish(self) -> None:
+        """Read the summary, or turn the process's end into a message; a run that never trained
+        leaves no directory behind."""
+        try:
+            self.summary = json.loads((self.run_dir / "summary.json").read_text(encoding="utf-8"))
+            return
+        except (OSError, ValueError):
+            pass
+        if self.error is None:
+            self.error = self._failure()
+        if not (self.run_dir / "metrics.jsonl").exists():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _failure(self) -> str:
+        code = self.process.returncode
+        try:
+            lines = (self.run_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = []
+        reported = [line[len("error: "):] for line in lines if line.startswith("error: ")]
+        if reported:
+            message = reported[-1]
+            if message.startswith("could not load model"):
+                # the details would tell a visitor which server directories exist
+                message = (f"could not load a model from {self.config.model!r}: give a local model directory "
+                           "or a Hugging Face hub id")
+            return message
+        if self._stop.is_set() and code in (0, -signal.SIGINT):
+            return "stopped before it started training"
+        if code < 0:
+            where = f" at step {self._events[-1]['step']}" if self.events() else ""
+            return (f"the training process was killed ({signal.Signals(-code).name}){where}; the server "
+                    "keeps serving, and the run keeps what it saved")
+        log.error("fine-tune %s failed (exit code %s); the end of %s:\n%s", self.run_dir, code, LOG_FILE,
+                  "\n".join(lines[-20:]))
+        return f"the training process failed (exit code {code}): {lines[-1] if lines else 'no output'}"
+
+    def stop(self) -> None:
+        """Leave the line, or ask the process to stop after its current step (keeping what it reached)."""
+        with self._lock:
+            self._stop.set()
+            if self.process is not None and self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; True once the job has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def events(self) -> list[dict]:
+        """The engine's events so far (every line of ``metrics.jsonl`` written completely)."""
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._read)
+                chunk = f.read()
+        except OSError:
+            return self._events
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self._read += len(complete)
+        self._events += [json.loads(line) for line in complete.splitlines() if line.strip()]
+        return self._events
+
+    def progress(self) -> float:
+        """Fraction of the steps done, in [0, 1]."""
+        events = self.events()
+        return min(1.0, events[-1]["step"] / events[-1]["total_steps"]) if events else 0.0
+
+    def status(self) -> str:
+        """One line for people: where the job is."""
+        if self.error is not None:
+            return f"Failed: {self.error}"
+        position = self.line.position(self)
+        if self.process is None and position:
+            ahead = "1 fine-tune" if position == 1 else f"{position} fine-tunes"
+            return f"Queued: {ahead} ahead of this one (one at a time on {device_name()})."
+        events = self.events()
+        elapsed = time.monotonic() - self.started if self.started is not None else 0.0
+        if not events:
+            return f"Loading the model and the data… ({clock(elapsed)})"
+        e = events[-1]
+        text = f"Step {e['step']}/{e['total_steps']} on {e['device']}"
+        if e.get("loss") is not None:
+            text += f" · loss {e['loss']:.3f} · batch accuracy {e['train_acc']:.2f}"
+        evals = [x["eval_acc"] for x in events if x.get("eval_acc") is not None]
+        if evals:
+            text += f" · eval accuracy {evals[-1]:.3f}"
+        if self.summary is not None:
+            return f"Done ({self.summary['stopped_reason']}): {text} · {clock(self.summary['wall_time_s'])} in all"
+        text += f" · {clock(elapsed)} elapsed"
+        if self.stopping:
+            return text + " · stopping after the current step…"
+        if e["step"] and e.get("elapsed_s"):
+            text += f", about {clock(e['elapsed_s'] / e['step'] * (e['total_steps'] - e['step']))} left"
+        return text
+
+
+def clock(seconds: float) -> str:
+    """``75.3`` -> ``"1:15"``; ``3725`` -> ``"1:02:05"``."""
+    minutes, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Finetunes:
+    """The fine-tunes this server started, at most one per owner (a browser session) at a time;
+    all of them wait for the device in one line."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: dict[str, FinetuneJob] = {}
+
+    def start(self, owner: str, make_job) -> FinetuneJob:
+        """Start ``make_job()`` for ``owner``, unless a job of theirs is still going (a ``ValueError``
+        that says which)."""
+        with self._lock:
+            job = self._jobs.get(owner)
+            if job is not None and not job.done():
+                where = "is waiting for the device" if job.process is None else "is training"
+                raise ValueError(f"your fine-tune {job.name!r} {where}; one at a time per page: press Stop, "
+                                 "or wait until it ends")
+            job = self._jobs[owner] = make_job().start()
+            return job
+
+    def of(self, owner: str) -> FinetuneJob | None:
+        """``owner``'s latest job (running or ended), if any."""
+        return self._jobs.get(owner)
+
+    def forget(self, owner: str) -> None:
+        with self._lock:
+            self._jobs.pop(owner, None)
+
+    def active_dirs(self) -> set[Path]:
+        return {job.run_dir for job in list(self._jobs.values()) if not job.done()}
+
+    def stop_all(self, timeout: float = 60) -> None:
+        """Stop every job (the runs keep what they reached), waiting up to ``timeout`` seconds in all."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.stop()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            job.wait(max(0.0, deadline - time.monotonic()))
