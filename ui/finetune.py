@@ -226,6 +226,6 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
 def public_summary(run: dict) -> dict:
     """A run's summary as the page shows it: named by the run, its dataset by name and SHA-256,
     without server paths."""
-    summary = {k: v for k, v in run.items() if k not in ("dir", "run_dir")}
+    summary = {k: v for k, v in run.items() if k not in ("name", "dir", "run_dir")}
     summary["config"] = {**run["config"], "dataset": run["dataset"]["name"], "out_dir": None}
-    return summary
+    return {"run": run["name"], **summary}
