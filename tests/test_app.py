@@ -255,7 +255,7 @@ def test_compare_shows_ldr_last_and_only_up_to_its_budget_limit():
 # -- session: Fine-tune ----------------------------------------------------------------------------
 def test_finetune_config_defaults_and_baselines():
     config = session.finetune_config("", None, "kronecker", 512, 10, 8, 1e-3, 0)
-    assert (config.model, config.dataset, config.budget, config.target_modules) == (DEFAULT_MODEL, BBC_NEWS, 512, None)
+    assert (config.model, config.dataset, config.budget, config.target_modules) == (DEFAULT_MODEL, BBC_NEWS, 512, "attention-qv")
     assert session.default_run_name(config) == "kronecker-512-q,v-s0"
     full = session.finetune_config(None, "x.csv", "full", 512, 10, 8, 1e-3, 0, text_column=" body ", label_column="")
     assert (full.budget, full.dataset, full.text_column, full.label_column) == (None, "x.csv", "body", None)
@@ -267,6 +267,12 @@ def test_finetune_config_defaults_and_baselines():
                                      custom_targets="query, key ,value", eval_size="all")
     assert (custom.target_modules, custom.eval_size) == (["query", "key", "value"], None)
     assert session.default_run_name(custom) == "monarch-768-query,key,value-s0"
+    regex = session.finetune_config("", None, "circulant", 64, 10, 8, 1e-3, 0, targets="custom",
+                                    custom_targets=r" .*attention\.self\.(query|key) ")
+    assert regex.target_modules == r".*attention\.self\.(query|key)"
+    assert session.default_run_name(regex) == "circulant-64-re-s0"
+    every = session.finetune_config("", None, "circulant", 64, 10, 8, 1e-3, 0, targets="attention-all")
+    assert session.default_run_name(every) == "circulant-64-q,k,v,o-s0"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -279,7 +285,8 @@ def test_finetune_config_defaults_and_baselines():
     (("circulant", 512, None, 8, 1e-3, 0), "steps must be a positive integer, got None"),
     (("circulant", float("nan"), 10, 8, 1e-3, 0), "budget must be a positive integer, got nan"),
     (("circulant", 512, 10, 8, float("nan"), 0), "learning rate must be a positive number, got nan"),
-    (("circulant", 512, 10, 8, 1e-3, None), "seed must be"),
+    (("circulant", 512, 10, 8, 1e-3, None), "seed must be an integer from 0 to 2\\*\\*63 - 1, got None"),
+    (("circulant", 512, 10, 8, 1e-3, 2**64), "seed must be an integer from 0 to 2\\*\\*63 - 1"),
     (("circulant", 512, 10**9, 8, 1e-3, 0), "more than this server allows"),
 ])
 def test_finetune_config_rejects_bad_settings(args, message):
@@ -383,18 +390,20 @@ def test_runs_table_reads_summaries_in_start_order(tmp_path):
     running = tmp_path / "circulant-384-q,v-s0"
     running.mkdir()
     (running / "run.json").write_text(json.dumps({"name": "c", "started": "2025-01-03", "dataset": {"name": "d"}}))
-    runs, notes = session.load_runs(tmp_path, active={running})
+    (running / "config.json").write_text(json.dumps(FinetuneConfig(method="circulant", budget=384).to_dict()))
+    runs, notes = session.load_runs(tmp_path, active={running: "running"})
     assert [r["name"] for r in runs] == ["full-s0", "lowrank-r8-q,v-s0", "circulant-384-q,v-s0"] and not notes
     rows = session.runs_rows(runs)
     assert rows[1] == ["lowrank-r8-q,v-s0", "lowrank", "completed", 200, 0.75, 0.75, 5, 3.2, "all-MiniLM-L6-v2",
                        "other.csv"]
     assert rows[0][8] == "tiny-bert"  # a readable model name, not a path
-    assert rows[2][:3] == ["circulant-384-q,v-s0", None, "running"]
+    assert rows[2][:3] == ["circulant-384-q,v-s0", "circulant", "running"]
     assert all(len(row) == len(session.RUN_COLUMNS) for row in rows)
     assert session.comparable(runs, runs[0]) == [runs[0]]
     assert [r["name"] for r in session.filter_runs(runs, "LOWRANK other")] == ["lowrank-r8-q,v-s0"]
-    # a run whose process ended without a summary (killed) is listed as interrupted
-    assert session.load_runs(tmp_path)[0][2]["status"] == "interrupted"
+    # a run whose process ended without a summary (killed before its first step) can start again
+    (running / "metrics.jsonl").write_text("")
+    assert session.load_runs(tmp_path)[0][2]["status"] == "interrupted, resumable"
 
 
 @pytest.mark.parametrize("damage, note", [

@@ -38,12 +38,12 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         return session.workspace_dir(runs_dir, key)
 
     def my_runs(request: gr.Request) -> list[dict]:
-        return session.load_runs(workspace(request), finetunes.active_dirs())[0]
+        return session.load_runs(workspace(request), finetunes.active())[0]
 
     def views(request: gr.Request, query: str = "", selected: str | None = None):
         """The runs table (filtered by ``query``), its note, the parameter and Pareto charts of the
         runs comparable with the ``selected`` run (else the latest), and the run picker."""
-        runs, notes = session.load_runs(workspace(request), finetunes.active_dirs())
+        runs, notes = session.load_runs(workspace(request), finetunes.active())
         shown = session.filter_runs(runs, query)
         evaluated = session.evaluated(shown)
         focus = next((r for r in evaluated if r["name"] == selected), evaluated[-1] if evaluated else None)
@@ -87,6 +87,15 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
             eval_size=eval_size, limits=limits)
         job = finetunes.start(request.session_hash,
                               lambda: session.new_run(workspace(request), config, run_name, limits))
+        yield from watch(job, request, query)
+
+    @visible_errors
+    def resume(name, query, request: gr.Request):
+        """Continue a stopped or killed run of yours from its last checkpoint, live."""
+        if not name:
+            raise ValueError("choose a stopped or interrupted run to resume")
+        run = session.find_run(my_runs(request), name)
+        job = finetunes.start(request.session_hash, lambda: session.resumed_run(run["dir"]))
         yield from watch(job, request, query)
 
     def refresh(query, selected, request: gr.Request):
@@ -200,6 +209,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         front = gr.Plot(label="accuracy vs parameters", elem_id="pareto")
     with gr.Row():
         picked = gr.Dropdown([], label="run", elem_id="picked", scale=3)
+        resume_btn = gr.Button("Resume run", scale=1, elem_id="resume")
         delete_btn = gr.Button("Delete run", variant="stop", scale=1, elem_id="delete")
     with gr.Row():
         download = gr.File(label="trained adapter (zip)", elem_id="download")
@@ -209,11 +219,15 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     fields = [model, dataset, text_column, label_column, method, ft_budget, steps, batch_size, lr, ft_seed,
               lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size, run_name]
     run_views = [runs_table, runs_note, bars, front, picked]
-    start.click(finetune, [*fields, query], [summary, status, live, download, *run_views],
-                api_name="finetune", concurrency_limit=None, trigger_mode="multiple")
+    live_views = [summary, status, live, download, *run_views]
+    # no concurrency limit here: the device line (session.DEVICE) orders the runs, and says so
+    start.click(finetune, [*fields, query], live_views, api_name="finetune", concurrency_limit=None,
+                trigger_mode="multiple")
+    resume_btn.click(resume, [picked, query], live_views, api_name="resume", concurrency_limit=None,
+                     trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="stop")
     method.change(show_size_fields, method, [ft_budget, lora_r, lora_alpha, targets], api_visibility="private")
-    query.change(refresh, [query, picked], run_views, api_visibility="private")
+    query.change(refresh, [query, picked], run_views, api_name="runs")
     picked.input(select, picked, [download, summary], api_name="download")
     delete_btn.click(delete, [picked, query], run_views, api_name="delete")
     runs_table.select(pick_row, None, picked, api_visibility="private")

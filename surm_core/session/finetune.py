@@ -16,20 +16,24 @@ from pathlib import Path
 
 from ..families import FAMILIES
 from ..families.base import check_size
-from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, load_dataset
+from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, check_seed, load_dataset
 from ..finetune.engine import describe as describe_device
 from ..finetune.engine import pick_device
 from ..models import DEFAULT_MODEL
-from .explore import check_seed
 
 #: Methods offered, as (label, value): the families an adapter can use, then the two baselines.
 #: Dense is left out: as an adapter it is full fine-tuning of the targeted layers.
 METHODS = [("lowrank (LoRA)" if f == "lowrank" else f, f) for f in FAMILIES if f != "dense"] + [
     ("full fine-tuning", "full"), ("head only", "head-only")]
 
-#: Layers an adapter goes on, as (label, value). "q,v" is the model's attention query and value
-#: projections (LoRA's default); "custom" takes module-name suffixes or a regex.
-TARGETS = [("attention q, v", "q,v"), ("all linear layers", "all-linear"), ("custom", "custom")]
+#: Layers an adapter goes on, as (label, value): the engine's presets (named per architecture),
+#: or "custom": module-name suffixes, or a regular expression over full module names.
+TARGETS = [("attention q, v", "attention-qv"), ("all attention", "attention-all"),
+           ("all linear layers", "all-linear"), ("custom", "custom")]
+#: How a run's default name says which layers it adapted.
+SHORT_TARGETS = {None: "q,v", "attention-qv": "q,v", "attention-all": "q,k,v,o", "all-linear": "all-linear"}
+#: A custom target with any of these characters is a regular expression, else a list of suffixes.
+REGEX_CHARS = set("\\^$.*+?()[]{}|")
 
 #: A run name (and its directory): letters, digits and ``. , = + -``; other characters become "-".
 NAME_CHARS = re.compile(r"[^A-Za-z0-9.,=+-]+")
@@ -52,7 +56,7 @@ def device_name() -> str:
 
 def finetune_config(model: str | None, dataset: str | None, method: str, budget=None, steps=200,
                     batch_size=32, lr=5e-3, seed=0, *, text_column: str | None = None,
-                    label_column: str | None = None, rank=None, alpha=None, targets: str = "q,v",
+                    label_column: str | None = None, rank=None, alpha=None, targets: str = "attention-qv",
                     custom_targets: str = "", max_length=128, warmup_ratio=0.1, eval_every=50,
                     eval_size="512", limits: Limits = Limits()) -> FinetuneConfig:
     """The engine's config for one run from the page's fields, each checked with a message that
@@ -122,28 +126,27 @@ def parse_eval_size(text) -> int | None:
         raise ValueError(f"eval size must be a positive number of rows or 'all', got {text!r}") from None
 
 
-def parse_targets(preset: str, custom: str) -> list[str] | str | None:
-    """``target_modules`` for the engine: ``None`` (the model's attention query and value), ``"all-linear"``,
-    or the custom field's comma-separated suffixes (a single entry may be a regex)."""
-    if preset == "q,v":
-        return None
-    if preset == "all-linear":
-        return "all-linear"
-    if preset == "custom":
-        names = [n.strip() for n in (custom or "").split(",") if n.strip()]
-        if not names:
-            raise ValueError("custom targets: give module-name suffixes separated by commas (e.g. query, key, value) "
-                             "or a regex")
-        return names
-    raise ValueError(f"targets must be one of {', '.join(v for _, v in TARGETS)}, got {preset!r}")
+def parse_targets(preset: str, custom: str) -> list[str] | str:
+    """``target_modules`` for the engine: a preset, or the custom field: a regular expression (when
+    it has regex characters) or comma-separated module-name suffixes."""
+    if preset != "custom":
+        if preset not in SHORT_TARGETS:
+            raise ValueError(f"targets must be one of {', '.join(v for _, v in TARGETS)}, got {preset!r}")
+        return preset
+    custom = (custom or "").strip()
+    if REGEX_CHARS & set(custom):
+        return custom
+    names = [n.strip() for n in custom.split(",") if n.strip()]
+    if not names:
+        raise ValueError("custom targets: give module-name suffixes separated by commas (e.g. query, key, value) "
+                         "or a regular expression over module names (e.g. .*attention.*)")
+    return names
 
 
 def short_targets(target_modules) -> str:
-    if target_modules is None:
-        return "q,v"
-    if isinstance(target_modules, str):
-        return target_modules
-    return ",".join(target_modules)
+    if isinstance(target_modules, list):
+        return ",".join(target_modules)
+    return SHORT_TARGETS.get(target_modules, "re")
 
 
 def default_run_name(config: FinetuneConfig) -> str:

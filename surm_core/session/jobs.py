@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import surm_core
-from ..finetune import FinetuneConfig
+from ..finetune import FinetuneConfig, load_config, run_status
 from .device import DEVICE, DeviceLine
 from .finetune import Limits, check_dataset, check_run_name, default_run_name, device_name, keep_dataset
 from .runs import new_run_dir, write_record
@@ -50,6 +50,16 @@ def new_run(workspace, config: FinetuneConfig, name: str | None, limits: Limits)
     return FinetuneJob(run_dir, config)
 
 
+def resumed_run(run_dir) -> "FinetuneJob":
+    """A job that continues the stopped or killed run in ``run_dir`` from its last checkpoint (the
+    engine's ``--resume``); not started yet. ``ValueError`` (saying why) if it cannot resume."""
+    run_dir = Path(run_dir)
+    status = run_status(run_dir)
+    if not status["resumable"]:
+        raise ValueError(f"run {run_dir.name!r} cannot resume: {status['detail']}")
+    return FinetuneJob(run_dir, load_config(run_dir / "config.json"), resume=True)
+
+
 class FinetuneJob:
     """One run's training process: it waits for the device in ``line``, then trains in ``run_dir``.
 
@@ -57,9 +67,10 @@ class FinetuneJob:
     ``summary.json``) or ``error`` (a message for people) is set.
     """
 
-    def __init__(self, run_dir, config: FinetuneConfig, line: DeviceLine = DEVICE):
+    def __init__(self, run_dir, config: FinetuneConfig, resume: bool = False, line: DeviceLine = DEVICE):
         self.run_dir = Path(run_dir)
         self.config = config
+        self.resume = resume
         self.line = line
         self.process: subprocess.Popen | None = None
         self.summary: dict | None = None
@@ -68,7 +79,7 @@ class FinetuneJob:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # between starting the process and stopping it
         self._events: list[dict] = []
-        self._read = 0  # bytes of metrics.jsonl already parsed
+        self._read = (None, 0)  # the metrics file (its inode) and how many of its bytes are parsed
         self._thread = threading.Thread(target=self._run, name=f"finetune {self.name}", daemon=True)
 
     @property
@@ -76,20 +87,8 @@ class FinetuneJob:
         return self.run_dir.name
 
     def command(self) -> list[str]:
-        c = self.config
-        args = ["--out", ".", "--model", c.model, "--dataset", c.dataset, "--method", c.method,
-                "--steps", str(c.steps), "--batch-size", str(c.batch_size), "--lr", repr(c.lr),
-                "--warmup-ratio", repr(c.warmup_ratio), "--max-length", str(c.max_length), "--seed", str(c.seed),
-                "--eval-every", str(c.eval_every), "--eval-size", "all" if c.eval_size is None else str(c.eval_size)]
-        for flag, value in (("--text-column", c.text_column), ("--label-column", c.label_column),
-                            ("--budget", c.budget)):
-            if value is not None:
-                args += [flag, str(value)]
-        if c.hparams:
-            args += ["--hparams", *(f"{k}={v!r}" for k, v in c.hparams.items())]
-        if c.target_modules is not None:
-            targets = c.target_modules
-            args += ["--target-modules", *([targets] if isinstance(targets, str) else targets)]
+        # the process runs in the run directory, where config.json names it "." (its out_dir)
+        args = ["--resume", "."] if self.resume else ["--config", "config.json"]
         return [sys.executable, "-m", "surm_core.finetune", *args]
 
     def start(self) -> "FinetuneJob":
@@ -128,7 +127,7 @@ class FinetuneJob:
             pass
         if self.error is None:
             self.error = self._failure()
-        if not (self.run_dir / "metrics.jsonl").exists():
+        if not self.resume and not (self.run_dir / "metrics.jsonl").exists():
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _failure(self) -> str:
@@ -148,9 +147,9 @@ class FinetuneJob:
         if self._stop.is_set() and code in (0, -signal.SIGINT):
             return "stopped before it started training"
         if code < 0:
-            where = f" at step {self._events[-1]['step']}" if self.events() else ""
-            return (f"the training process was killed ({signal.Signals(-code).name}){where}; the server "
-                    "keeps serving, and the run keeps what it saved")
+            status = run_status(self.run_dir)
+            kept = "Resume continues it from its last checkpoint" if status["resumable"] else status["detail"]
+            return f"the training process was killed ({signal.Signals(-code).name}): {status['detail']}. {kept}."
         log.error("fine-tune %s failed (exit code %s); the end of %s:\n%s", self.run_dir, code, LOG_FILE,
                   "\n".join(lines[-20:]))
         return f"the training process failed (exit code {code}): {lines[-1] if lines else 'no output'}"
@@ -176,15 +175,17 @@ class FinetuneJob:
 
     def events(self) -> list[dict]:
         """The engine's events so far (every line of ``metrics.jsonl`` written completely)."""
-        path = self.run_dir / "metrics.jsonl"
         try:
-            with open(path, "rb") as f:
-                f.seek(self._read)
+            with open(self.run_dir / "metrics.jsonl", "rb") as f:
+                inode, read = self._read
+                if os.fstat(f.fileno()).st_ino != inode:  # a resume rewrote the file: read it anew
+                    inode, read, self._events = os.fstat(f.fileno()).st_ino, 0, []
+                f.seek(read)
                 chunk = f.read()
         except OSError:
             return self._events
         complete = chunk[:chunk.rfind(b"\n") + 1]
-        self._read += len(complete)
+        self._read = (inode, read + len(complete))
         self._events += [json.loads(line) for line in complete.splitlines() if line.strip()]
         return self._events
 
@@ -257,8 +258,10 @@ class Finetunes:
         with self._lock:
             self._jobs.pop(owner, None)
 
-    def active_dirs(self) -> set[Path]:
-        return {job.run_dir for job in list(self._jobs.values()) if not job.done()}
+    def active(self) -> dict[Path, str]:
+        """The run directories of the jobs not ended yet: ``"queued"`` or ``"running"``."""
+        return {job.run_dir: "queued" if job.process is None else "running"
+                for job in list(self._jobs.values()) if not job.done()}
 
     def stop_all(self, timeout: float = 60) -> None:
         """Stop every job (the runs keep what they reached), waiting up to ``timeout`` seconds in all."""

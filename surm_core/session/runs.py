@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from ..adapters import AdapterConfig, inject, trainable_report
+from ..finetune import run_status
 from ..models import DEFAULT_MODEL, head_names, load_model
 
 log = logging.getLogger(__name__)
@@ -69,38 +70,50 @@ def write_record(run_dir: Path, dataset: dict) -> None:
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def load_runs(workspace, active=frozenset()) -> tuple[list[dict], list[str]]:
+def load_runs(workspace, active: dict | None = None) -> tuple[list[dict], list[str]]:
     """The runs of ``workspace`` (oldest first) and a one-line note for each directory skipped.
 
-    A run is its ``summary.json`` (when finished) with ``name``, ``dir`` (its path), ``method``,
-    ``dataset`` (the record of :func:`write_record`) and ``status``: the reason it ended
-    (``"completed"``, ``"stopped"``, ``"diverged at step N"``, ...), ``"running"`` for a directory in
-    ``active``, else ``"interrupted"`` (a training process that ended without a summary).
+    A run is its ``summary.json`` (once it has one) with ``name``, ``dir`` (its path), ``method``,
+    ``config``, ``dataset`` (the record of :func:`write_record`), ``resumable`` and ``status``: how
+    it ended (``"completed"``, ``"stopped"``, ``"diverged at step N: ..."``), with ", resumable"
+    when it can go on; ``"interrupted"`` for a training process that ended without a summary
+    (killed); or the state ``active`` gives its directory (``"queued"``, ``"running"``).
     """
     runs, notes = [], []
     for run_dir in sorted(p for p in Path(workspace).glob("*") if p.is_dir()):
         try:
-            runs.append(read_run(run_dir, run_dir in active))
+            runs.append(read_run(run_dir, (active or {}).get(run_dir)))
         except ValueError as e:
             notes.append(f"skipped {run_dir.name}: {e}")
     runs.sort(key=lambda r: r["started"])
     return runs, notes
 
 
-def read_run(run_dir: Path, active: bool) -> dict:
+def read_run(run_dir: Path, state: str | None = None) -> dict:
     record = read_json(run_dir / "run.json")
     if not isinstance(record.get("started"), str) or not isinstance(record.get("dataset"), dict):
         raise ValueError("run.json lacks its start time or dataset")
-    run = {"name": run_dir.name, "dir": run_dir, "started": record["started"], "dataset": record["dataset"]}
-    if active:
-        return {**run, "status": "running", "method": None}
-    if not (run_dir / "summary.json").exists():
-        return {**run, "status": "interrupted", "method": None}
-    summary = read_json(run_dir / "summary.json")
-    missing = [k for k in SUMMARY_KEYS if k not in summary]
-    if missing or not isinstance(summary["config"], dict) or "method" not in summary["config"]:
-        raise ValueError(f"summary.json lacks {', '.join(missing or ['config.method'])}")
-    return {**summary, **run, "status": summary["stopped_reason"], "method": summary["config"]["method"]}
+    run = {"name": run_dir.name, "dir": run_dir, "started": record["started"], "dataset": record["dataset"],
+           "resumable": False}
+    if (run_dir / "summary.json").exists() and state is None:
+        summary = read_json(run_dir / "summary.json")
+        missing = [k for k in SUMMARY_KEYS if k not in summary]
+        if missing or not isinstance(summary["config"], dict) or "method" not in summary["config"]:
+            raise ValueError(f"summary.json lacks {', '.join(missing or ['config.method'])}")
+        run.update(summary, name=run["name"], status=summary["stopped_reason"], method=summary["config"]["method"])
+    else:
+        config = read_json(run_dir / "config.json")
+        run.update(config=config, method=config.get("method"), status=state)
+    if state is None:
+        status = run_status(run_dir)
+        if status["state"] == "broken":
+            raise ValueError(status["detail"])
+        run["resumable"] = status["resumable"]
+        if status["state"] in ("interrupted", "running"):
+            run.update(status=status["state"], steps_done=status["steps_done"])
+        if run["resumable"]:
+            run["status"] += ", resumable"
+    return run
 
 
 def read_json(path: Path) -> dict:
@@ -128,7 +141,7 @@ def runs_rows(runs: list[dict]) -> list[list]:
     return [[
         r["name"], r["method"], r["status"], r.get("trainable_params"), rounded(r.get("final_eval_acc"), 4),
         rounded(r.get("best_eval_acc"), 4), r.get("steps_done"), rounded(r.get("wall_time_s"), 1),
-        model_label(r.get("config", {}).get("model")) if "config" in r else None, r["dataset"].get("name"),
+        model_label(r["config"].get("model")), r["dataset"].get("name"),
     ] for r in runs]
 
 
@@ -157,9 +170,9 @@ def find_run(runs: list[dict], name: str) -> dict:
 
 
 def delete_run(run: dict) -> None:
-    """Remove a run's directory (not one that is running)."""
-    if run["status"] == "running":
-        raise ValueError(f"run {run['name']!r} is running; stop it before deleting it")
+    """Remove a run's directory (not one that is running or waiting to)."""
+    if run["status"] in ("queued", "running"):
+        raise ValueError(f"run {run['name']!r} is {run['status']}; stop it before deleting it")
     shutil.rmtree(run["dir"])
 
 
