@@ -19,7 +19,8 @@ import torch
 
 from benchmarks.bench_apply import device_from_args
 from surm_core.finetune import FinetuneConfig
-from surm_core.finetune.engine import EVAL_BATCH_FACTOR, evaluate, prepare, uses_bf16
+from surm_core.finetune.engine import EVAL_BATCH_FACTOR, evaluate, uses_bf16
+from surm_core.finetune.prepare import prepare
 from surm_core.finetune.task import task_for
 from surm_core.runtime import reuse_large_buffers
 

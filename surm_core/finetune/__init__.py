@@ -7,6 +7,7 @@ from .checkpoint import run_status
 from .config import BASELINES, FinetuneConfig, check_seed, load_config
 from .data import BBC_NEWS, DatasetError, TextDataset, load_dataset, split, tokenize
 from .engine import resume, run, weights_digest
+from .prepare import preview
 
 __all__ = [
     "BBC_NEWS",
@@ -22,5 +23,6 @@ __all__ = [
     "run",
     "resume",
     "run_status",
+    "preview",
     "weights_digest",
 ]

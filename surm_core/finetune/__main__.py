@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..families import FAMILIES
 from .data import BBC_NEWS
-from .config import BASELINES, PRECISIONS, FinetuneConfig, load_config
+from .config import BASELINES, PRECISIONS, TARGET_PRESETS, FinetuneConfig, load_config
 from .engine import resume, run
 from ..runtime import reuse_large_buffers
 
@@ -77,8 +77,15 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--budget", type=int, help="adapter parameters per adapted layer (the family's most expressive member that fits)")
     size.add_argument("--hparams", nargs="+", type=parse_hparam, metavar="KEY=VALUE",
                       help="the family's hyperparameters instead of a budget, e.g. --hparams r=8 alpha=16 (lowrank), nblocks=4 blk_r=4 (monarch)")
-    p.add_argument("--target-modules", nargs="+", metavar="SUFFIX",
-                   help="module-name suffixes to adapt, or all-linear (default: the attention query/value projections)")
+    targets = p.add_mutually_exclusive_group()
+    targets.add_argument("--target-modules", nargs="+", metavar="SUFFIX",
+                         help=f"layers to adapt: a preset ({', '.join(TARGET_PRESETS)}) or module-name suffixes "
+                         "(default: attention-qv, the attention query/value projections)")
+    targets.add_argument("--target-regex", metavar="REGEX", dest="target_regex",
+                         help="layers to adapt: a regular expression matched against full module names")
+    p.add_argument("--lora-r", type=int, metavar="R", help="LoRA's rank (--family lowrank): the same as --hparams r=R")
+    p.add_argument("--lora-alpha", type=float, metavar="ALPHA",
+                   help="LoRA's alpha (--family lowrank; scale alpha/r): the same as --hparams alpha=ALPHA (default: alpha = r)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--epochs", type=float, help="passes over the training split; replaces --steps")
     p.add_argument("--batch-size", type=int, help="rows per step, over all processes")
@@ -100,9 +107,18 @@ def config_from_args(given: dict) -> FinetuneConfig:
     file = fields.pop("config", None)
     if "hparams" in fields:
         fields["hparams"] = dict(fields["hparams"])
-    if fields.get("target_modules") == ["all-linear"]:
-        fields["target_modules"] = "all-linear"
+    lora = {k: fields.pop(f"lora_{k}") for k in ("r", "alpha") if f"lora_{k}" in fields}
+    if lora:
+        if "hparams" in fields or "budget" in fields:
+            raise ValueError("--lora-r/--lora-alpha set LoRA's hparams: give them without --hparams or --budget")
+        fields["hparams"] = lora
+    if "target_regex" in fields:
+        fields["target_modules"] = fields.pop("target_regex")
+    elif len(fields.get("target_modules", [])) == 1 and fields["target_modules"][0] in TARGET_PRESETS:
+        fields["target_modules"] = fields["target_modules"][0]
     config = load_config(file, **fields) if file is not None else FinetuneConfig.from_dict(fields)
+    if lora and config.method != "lowrank":
+        raise ValueError(f"--lora-r/--lora-alpha are LoRA's (--family lowrank), not {config.method!r}'s; use --hparams")
     if config.out_dir is None:
         raise ValueError("name the run directory: --out RUN_DIR (or out_dir in the --config file)")
     return config

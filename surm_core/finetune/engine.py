@@ -30,9 +30,10 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 
-from ..adapters import AdapterConfig, inject, save_adapter
+from ..adapters import save_adapter
 from . import checkpoint as ckpt
 from .config import BASELINES, FinetuneConfig, load_config
+from .prepare import prepare
 from .task import task_for
 
 #: Step events reach ``on_event`` at most this often; evaluations and the end always do.
@@ -328,21 +329,6 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
             if reason != "stopped":  # nothing left to resume
                 ckpt.remove_checkpoint(run_dir)
     return summary
-
-
-def prepare(model, config: FinetuneConfig, head: list[str]) -> None:
-    """Make the tensors ``config.method`` trains trainable (and only those): the head's always."""
-    if config.method == "full":
-        model.requires_grad_(True)
-    elif config.method == "head-only":
-        model.requires_grad_(False)
-        for name in head:
-            model.get_submodule(name).requires_grad_(True)
-    else:
-        inject(model, AdapterConfig(
-            config.method, target_modules=config.target_modules, budget=config.budget,
-            hparams=config.hparams, modules_to_save=head,
-        ))
 
 
 def batch_indices(n: int, batch_size: int, seed: int, rank: int, world: int):
