@@ -145,6 +145,18 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         keys.pop(request.session_hash, None)
         finetunes.forget(request.session_hash)
 
+    def check_setup(model, dataset_file, text_column, label_column, method, budget, lora_r, lora_alpha, targets,
+                    custom_targets):
+        """What the settings would train (layers, trainable parameters), or why they cannot start."""
+        try:
+            config = session.finetune_config(
+                model, dataset_file, method, budget, text_column=text_column, label_column=label_column,
+                rank=lora_r, alpha=lora_alpha, targets=targets, custom_targets=custom_targets, limits=limits)
+            line, rows = session.plan(config, limits)
+        except ValueError as e:
+            return f"**Cannot start:** {html.escape(str(e))}", []
+        return line, rows
+
     def show_size_fields(method):
         lora = method == "lowrank"
         adapter = method not in ("full", "head-only")
@@ -177,7 +189,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                 lora_r = gr.Number(8, label="LoRA rank r", elem_id="lora_r", visible=False)
                 lora_alpha = gr.Number(16, label="LoRA alpha", elem_id="lora_alpha", visible=False)
             with gr.Row():
-                targets = gr.Dropdown(session.TARGETS, value="q,v", label="target modules", elem_id="targets")
+                targets = gr.Dropdown(session.TARGETS, value="attention-qv", label="target modules", elem_id="targets")
                 custom_targets = gr.Textbox("", label="custom targets", placeholder="query, key, value  or a regex",
                                             elem_id="custom_targets")
         with gr.Column():
@@ -194,6 +206,9 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                 eval_size = gr.Textbox("512", label="eval size", info="test rows, or all", elem_id="eval_size")
             run_name = gr.Textbox("", label="run name", placeholder="default: method-size-targets-seed",
                                   elem_id="run_name")
+    plan = gr.Markdown(elem_id="plan")
+    with gr.Accordion("adapted layers", open=False):
+        layers = gr.Dataframe(headers=session.PLAN_COLUMNS, elem_id="layers", wrap=True, interactive=False)
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -227,6 +242,10 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                      trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="stop")
     method.change(show_size_fields, method, [ft_budget, lora_r, lora_alpha, targets], api_visibility="private")
+    setup = [model, dataset, text_column, label_column, method, ft_budget, lora_r, lora_alpha, targets, custom_targets]
+    gr.on([demo.load, dataset.change, method.change, ft_budget.change, lora_r.change, lora_alpha.change,
+           targets.change, custom_targets.blur, model.blur, text_column.blur, label_column.blur],
+          check_setup, setup, [plan, layers], api_name="plan", concurrency_limit=1, trigger_mode="always_last")
     query.change(refresh, [query, picked], run_views, api_name="runs")
     picked.input(select, picked, [download, summary], api_name="download")
     delete_btn.click(delete, [picked, query], run_views, api_name="delete")

@@ -14,8 +14,8 @@ from .compare import (LDR_BUDGET_PER_ROW, TABLE_COLUMNS, TARGET_KINDS, Compariso
 from .explore import (MAX_EXPLORE_SIZE, OPERATORS, QUICK_CELLS, Exploration, budget_range, check_explore_size,
                       check_seed, clamp_budget, explore, explore_stages)
 from .device import DEVICE, DeviceLine
-from .finetune import (METHODS, TARGETS, Limits, check_dataset, check_run_name, default_run_name, device_name,
-                       finetune_config)
+from .finetune import (METHODS, PLAN_COLUMNS, TARGETS, Limits, check_dataset, check_run_name, default_run_name,
+                       device_name, finetune_config, plan)
 from .jobs import FinetuneJob, Finetunes, new_run, resumed_run
 from .runs import (RUN_COLUMNS, comparable, delete_run, evaluated, filter_runs, find_run, load_runs, model_label,
                    new_run_dir, new_workspace_key, package_run, reference_params, runs_rows, workspace_dir)

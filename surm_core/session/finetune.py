@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..families import FAMILIES
 from ..families.base import check_size
-from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, check_seed, load_dataset
+from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, check_seed, load_dataset, preview
 from ..finetune.engine import describe as describe_device
 from ..finetune.engine import pick_device
 from ..models import DEFAULT_MODEL
@@ -93,6 +93,42 @@ def finetune_config(model: str | None, dataset: str | None, method: str, budget=
         eval_every=check_size("eval every", eval_every),
         eval_size=parse_eval_size(eval_size),
     )
+
+
+def model_error(message: str, model: str) -> str:
+    """``message`` unless it is about loading the model: then one message for every failure, since
+    the details would tell a visitor which directories exist on the server."""
+    if message.startswith("could not load model"):
+        return f"could not load a model from {model!r}: give a local model directory or a Hugging Face hub id"
+    return message
+
+
+#: Columns of the matched-layers table shown before a run starts.
+PLAN_COLUMNS = ["layer", "family", "shape", "hyperparameters", "parameters"]
+
+
+def plan(config: FinetuneConfig, limits: Limits) -> tuple[str, list[list]]:
+    """What ``config`` would train, before it starts: one line for people (layers adapted,
+    trainable parameters, their share of the model) and the adapted layers as rows of
+    :data:`PLAN_COLUMNS`. ``ValueError`` as the run would raise (a target that matches nothing,
+    a budget the family cannot meet, a model that does not load, a dataset beyond ``limits``).
+    """
+    check_dataset(config, limits)
+    try:
+        p = preview(config)
+    except ValueError as e:
+        raise ValueError(model_error(str(e), config.model)) from None
+    head = sum(h["params"] for h in p["head"])
+    share = f"{p['trainable_params']:,} trainable parameters, {p['percent']:.3g}% of the model's {p['base_params']:,}"
+    if config.method in BASELINES:
+        line = f"{config.method}: {share} (the head's {head:,} included)"
+    else:
+        kinds = ", ".join(dict.fromkeys(layer["name"].rsplit(".", 1)[-1] for layer in p["layers"]))
+        line = (f"{len(p['layers'])} layers adapted ({kinds}) · {share}: {p['adapter_params']:,} in adapters "
+                f"+ {head:,} in the head")
+    rows = [[layer["name"], layer["family"], " × ".join(map(str, layer["shape"])),
+             ", ".join(f"{k}={v}" for k, v in layer["hparams"].items()), layer["params"]] for layer in p["layers"]]
+    return line, rows
 
 
 def check_steps(steps, limits: Limits) -> int:

@@ -23,7 +23,8 @@ from pathlib import Path
 import surm_core
 from ..finetune import FinetuneConfig, load_config, run_status
 from .device import DEVICE, DeviceLine
-from .finetune import Limits, check_dataset, check_run_name, default_run_name, device_name, keep_dataset
+from .finetune import (Limits, check_dataset, check_run_name, default_run_name, device_name, keep_dataset,
+                       model_error)
 from .runs import new_run_dir, write_record
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,7 @@ class FinetuneJob:
             lines = []
         reported = [line[len("error: "):] for line in lines if line.startswith("error: ")]
         if reported:
-            message = reported[-1]
-            if message.startswith("could not load model"):
-                # the details would tell a visitor which server directories exist
-                message = (f"could not load a model from {self.config.model!r}: give a local model directory "
-                           "or a Hugging Face hub id")
-            return message
+            return model_error(reported[-1], self.config.model)
         if self._stop.is_set() and code in (0, -signal.SIGINT):
             return "stopped before it started training"
         if code < 0:
