@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from surm_core.finetune import FinetuneConfig, preview, run
+from surm_core.finetune import FinetuneConfig, estimate_time, preview, run
 from surm_core.finetune.__main__ import main
 from surm_core.finetune.prepare import resolve_targets
 from test_finetune import HIDDEN, LAYERS, config_for, make_tiny_model, write_topics_csv
@@ -138,3 +138,26 @@ def test_cli_lora_flags_presets_and_regex(tiny, tmp_path, capsys):
     assert "error: --lora-r/--lora-alpha are LoRA's (--family lowrank), not 'circulant''s; use --hparams" in capsys.readouterr().err
     assert main([*common, "--family", "lowrank", "--lora-r", "4", "--hparams", "r=2", "--out", str(tmp_path / "x")]) == 2
     assert "error: --lora-r/--lora-alpha set LoRA's hparams: give them without --hparams or --budget" in capsys.readouterr().err
+
+
+# -- time estimate ------------------------------------------------------------------------------
+def test_the_time_estimate_is_within_a_factor_of_2_of_the_run(tiny):
+    config = config_for(tiny, steps=80, eval_every=20, eval_size=None)
+    estimate = estimate_time(config)
+    assert not estimate["cached"] and estimate["steps"] == 80 and estimate["evals"] == 4
+    assert estimate["total_s"] == pytest.approx(estimate["load_s"] + estimate["train_s"] + estimate["eval_s"])
+    summary = run(config)
+    assert 0.5 <= summary["wall_time_s"] / estimate["total_s"] <= 2, (summary, estimate)
+
+    # only steps and evaluations changed: the measurement is reused
+    again = estimate_time(config_for(tiny, steps=160, eval_every=50, eval_size=10))
+    assert again["cached"] and again["step_s"] == estimate["step_s"] and again["evals"] == 4
+    assert again["eval_each_s"] < estimate["eval_each_s"]  # 10 rows, not 40
+    assert estimate_time(config_for(tiny, steps=160, batch_size=8))["cached"] is False
+
+
+def test_cli_estimate_prints_json_and_trains_nothing(tiny, tmp_path, capsys):
+    assert main(["--model", tiny["model"], "--dataset", tiny["dataset"], "--steps", "10", "--batch-size", "16",
+                 "--estimate"]) == 0
+    estimate = json.loads(capsys.readouterr().out)
+    assert estimate["steps"] == 10 and estimate["total_s"] > 0

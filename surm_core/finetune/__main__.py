@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from ..families import FAMILIES
 from .data import BBC_NEWS
 from .config import BASELINES, PRECISIONS, TARGET_PRESETS, FinetuneConfig, load_config
 from .engine import resume, run
+from .estimate import estimate_time
 from ..runtime import reuse_large_buffers
 
 DEFAULTS = FinetuneConfig().to_dict()
@@ -63,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the killed or stopped run in RUN_DIR where its last checkpoint left it (no other options)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the predicted wall time of the run as JSON (from a few measured steps) and exit without training")
     p.add_argument("--config", metavar="FILE",
                    help="a JSON object of config fields (a run directory's config.json is one); options given here override it")
     p.add_argument("--out", dest="out_dir", metavar="RUN_DIR",
@@ -101,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(given: dict) -> FinetuneConfig:
+def config_from_args(given: dict, needs_out: bool = True) -> FinetuneConfig:
     """The run's config: the ``--config`` file's fields (if any), overridden by the options given."""
     fields = dict(given)
     file = fields.pop("config", None)
@@ -119,7 +123,7 @@ def config_from_args(given: dict) -> FinetuneConfig:
     config = load_config(file, **fields) if file is not None else FinetuneConfig.from_dict(fields)
     if lora and config.method != "lowrank":
         raise ValueError(f"--lora-r/--lora-alpha are LoRA's (--family lowrank), not {config.method!r}'s; use --hparams")
-    if config.out_dir is None:
+    if needs_out and config.out_dir is None:
         raise ValueError("name the run directory: --out RUN_DIR (or out_dir in the --config file)")
     return config
 
@@ -127,9 +131,13 @@ def config_from_args(given: dict) -> FinetuneConfig:
 def main(argv=None) -> int:
     given = vars(parser().parse_args(argv))
     resume_dir = given.pop("resume", None)
+    estimate = given.pop("estimate", False)
     try:
         if resume_dir is not None and given:
             raise ValueError(f"--resume continues a run with its own config.json; drop {', '.join(sorted(given))}")
+        if estimate:
+            print(json.dumps(estimate_time(config_from_args(given, needs_out=False))))
+            return 0
         config = config_from_args(given) if resume_dir is None else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
