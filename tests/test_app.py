@@ -478,7 +478,7 @@ def finetune_args(tiny, method="circulant", steps=6, dataset=None, model=None):
 
 
 def test_api_finetune_tiny_model_writes_a_run_and_offers_the_adapter(client, tiny, runs_dir):
-    summary, status, live, download, table, note, bars, front, picked = client.predict(
+    summary, status, live, download, code, table, note, bars, front, picked = client.predict(
         *finetune_args(tiny), api_name="/finetune")
     assert summary["stopped_reason"] == "completed" and summary["steps_done"] == 6
     assert summary["run"] == picked["value"] == "circulant-16-q,v-s0" and "run_dir" not in summary

@@ -4,16 +4,23 @@ and a finished run can be tried (the ``predict`` endpoint) and loaded with the s
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from surm_core import session
 from test_app import finetune_args, served_app, shows, tiny_csv, tiny_model, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,7 +63,7 @@ def test_a_stopped_run_is_evaluated_and_is_a_row_and_a_pareto_point(client, tiny
                             api_name="/finetune")
     wait_for(lambda: shows(running, "Step"), "the run to train")
     client.predict(api_name="/stop")
-    summary, status, live, download, table, note, bars, front, picked = running.result(timeout=120)
+    summary, status, live, download, code, table, note, bars, front, picked = running.result(timeout=120)
     assert summary["stopped_reason"] == "stopped" and 0 < summary["steps_done"] < 5000
     assert summary["final_eval_acc"] is not None  # it evaluated what it reached
     assert [row[:3] for row in table["data"]] == [["stopped", "circulant", "stopped, resumable"]]
@@ -86,3 +93,39 @@ def test_a_killed_training_process_is_a_clear_message_and_resume_continues_it(cl
     assert summary["stopped_reason"] == "stopped" and summary["final_eval_acc"] is not None
     assert [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
             if e["event"] == "resume"]
+
+
+def test_a_finished_run_can_be_tried_through_predict_and_loaded_with_its_snippet(client, url, tiny, tmp_path):
+    summary = client.predict(*finetune_args(tiny), api_name="/finetune")[0]
+    name = summary["run"]
+    probabilities = client.predict(name, "goal match team score", api_name="/predict")
+    assert set(probabilities) == {"business", "sports"}
+    assert sum(probabilities.values()) == pytest.approx(1.0)
+    with pytest.raises(AppError, match="type a text to classify"):
+        client.predict(name, "  ", api_name="/predict")
+    with pytest.raises(AppError, match=f"no run named '{name}' in your workspace"):
+        Client(url, verbose=False).predict(name, "goal", api_name="/predict")
+
+    # the snippet beside the download loads that zip onto the base model and classifies alike
+    zip_path, code, _ = client.predict(name, api_name="/download")
+    shutil.copy(zip_path, tmp_path / f"{name}.zip")
+    printed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    loaded = ast.literal_eval(printed.strip().splitlines()[-1])
+    expected = client.predict(name, "Type a sentence to classify here.", api_name="/predict")
+    assert loaded == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_time_estimate_is_measured_before_start(client, tiny):
+    model, data = tiny
+    line = client.predict(model, handle_file(data), "", "", "circulant", 16, 200, 8, 1e-2, 0, 8, 16,
+                          "attention-qv", "", 32, 0.1, 50, "all", api_name="/estimate")
+    assert line.startswith("Predicted wall time about ") and "200 steps ×" in line and "4 evaluations" in line
+
+
+def test_the_time_estimate_waits_for_no_one_it_is_refused_while_the_device_is_busy():
+    line = session.DeviceLine()
+    line.join("a fine-tune")
+    with pytest.raises(ValueError, match="the device is busy with a fine-tune"):
+        session.estimate(session.finetune_config("", None, "circulant", 64, 10, 8, 1e-3, 0), line)
+    assert line.position("a fine-tune") == 0  # the estimate left the line

@@ -65,15 +65,24 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         try:
             while not job.wait(REFRESH_S):
                 yield (gr.skip(), progress_html(job), visualize.training_curves(job.events()),
-                       *(gr.skip(),) * 6)
+                       *(gr.skip(),) * 7)
         finally:
             job.stop()
         if job.error is not None:  # a killed run still shows in the table, as interrupted
-            yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), *views(request, query)
+            yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), *views(request, query)
             raise gr.Error(f"Fine-tuning failed: {job.error}", print_exception=False)
         run = session.find_run(my_runs(request), job.name)
         yield (public_summary(run), progress_html(job), visualize.training_curves(job.events()),
-               str(session.package_run(run)), *views(request, query, job.name))
+               *downloads(run), *views(request, query, job.name))
+
+    def downloads(run: dict):
+        """A finished run's zip and the Python that loads it; nothing for a run without weights
+        (interrupted, diverged)."""
+        try:
+            code = session.snippet(run)
+        except ValueError:
+            return None, None
+        return str(session.package_run(run)), code
 
     @visible_errors
     def finetune(model, dataset_file, text_column, label_column, method, budget, steps, batch_size, lr, seed,
@@ -113,11 +122,35 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
 
     @visible_errors
     def select(name, request: gr.Request):
-        """The selected run's download (a zip of its weights and records) and summary."""
+        """The selected run's download (a zip of its weights and records), the Python that loads
+        it, and its summary."""
         if not name:
-            return None, None
+            return None, None, None
         run = session.find_run(my_runs(request), name)
-        return str(session.package_run(run)), public_summary(run)
+        return *downloads(run), public_summary(run)
+
+    @visible_errors
+    def classify(name, text, request: gr.Request):
+        if not name:
+            raise ValueError("choose a finished run to try")
+        return session.classify(session.find_run(my_runs(request), name), text)
+
+    @visible_errors
+    def predict(run: str, text: str, request: gr.Request) -> dict[str, float]:
+        """Classify ``text`` with the finished run named ``run``: ``{label: probability}``."""
+        return classify(run, text, request)
+
+    @visible_errors
+    def estimate(model, dataset_file, text_column, label_column, method, budget, steps, batch_size, lr, seed,
+                 lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size):
+        """The run's predicted wall time, from a few steps measured on this device."""
+        config = session.finetune_config(
+            model, dataset_file, method, budget, steps, batch_size, lr, seed, text_column=text_column,
+            label_column=label_column, rank=lora_r, alpha=lora_alpha, targets=targets,
+            custom_targets=custom_targets, max_length=max_length, warmup_ratio=warmup, eval_every=eval_every,
+            eval_size=eval_size, limits=limits)
+        session.check_dataset(config, limits)
+        return session.estimate_line(session.estimate(config))
 
     @visible_errors
     def delete(name, query, request: gr.Request):
@@ -127,7 +160,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         gr.Info(f"Deleted run {name!r}.")
         return views(request, query)
 
-    def open_workspace(stored_key, request: gr.Request):
+    def on_load(stored_key, request: gr.Request):
         """On page load: this browser's workspace (a new one the first time) and its runs."""
         if not shared:
             keys[request.session_hash] = stored_key or keys.get(request.session_hash) or session.new_workspace_key()
@@ -210,6 +243,10 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     with gr.Accordion("adapted layers", open=False):
         layers = gr.Dataframe(headers=session.PLAN_COLUMNS, elem_id="layers", wrap=True, interactive=False)
     with gr.Row():
+        estimate_btn = gr.Button("Estimate time", scale=1, elem_id="estimate")
+        estimated = gr.Markdown("Predicted wall time: press *Estimate time* (it times a few steps on this device).",
+                                elem_id="estimated")
+    with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="start")
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
     status = gr.HTML(label="status", elem_id="status")
@@ -223,18 +260,25 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         bars = gr.Plot(label="trainable parameters", elem_id="bars")
         front = gr.Plot(label="accuracy vs parameters", elem_id="pareto")
     with gr.Row():
-        picked = gr.Dropdown([], label="run", elem_id="picked", scale=3)
+        # any name is accepted (an API client names a run): the workspace decides what exists
+        picked = gr.Dropdown([], label="run", elem_id="picked", scale=3, allow_custom_value=True)
         resume_btn = gr.Button("Resume run", scale=1, elem_id="resume")
         delete_btn = gr.Button("Delete run", variant="stop", scale=1, elem_id="delete")
     with gr.Row():
-        download = gr.File(label="trained adapter (zip)", elem_id="download")
+        download = gr.File(label="trained adapter (zip)", elem_id="download", scale=1)
+        snippet = gr.Code(label="load the download in Python", language="python", elem_id="snippet", scale=2)
+    with gr.Row():
+        try_text = gr.Textbox(label="try the selected run", placeholder="type a sentence, then Enter",
+                              elem_id="try_text", scale=2)
+        try_label = gr.Label(label="prediction", elem_id="try_label", scale=1)
+    with gr.Accordion("summary of the selected run", open=False):
         summary = gr.JSON(label="summary", elem_id="summary")
 
     # -- events ----------------------------------------------------------------------------------
     fields = [model, dataset, text_column, label_column, method, ft_budget, steps, batch_size, lr, ft_seed,
               lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size, run_name]
     run_views = [runs_table, runs_note, bars, front, picked]
-    live_views = [summary, status, live, download, *run_views]
+    live_views = [summary, status, live, download, snippet, *run_views]
     # no concurrency limit here: the device line (session.DEVICE) orders the runs, and says so
     start.click(finetune, [*fields, query], live_views, api_name="finetune", concurrency_limit=None,
                 trigger_mode="multiple")
@@ -247,11 +291,14 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
            targets.change, custom_targets.blur, model.blur, text_column.blur, label_column.blur],
           check_setup, setup, [plan, layers], api_name="plan", concurrency_limit=1, trigger_mode="always_last")
     query.change(refresh, [query, picked], run_views, api_name="runs")
-    picked.input(select, picked, [download, summary], api_name="download")
+    picked.change(select, picked, [download, snippet, summary], api_name="download")
+    try_text.submit(classify, [picked, try_text], try_label, api_visibility="private")
+    gr.api(predict, api_name="predict")
+    estimate_btn.click(estimate, fields[:-1], estimated, api_name="estimate", concurrency_limit=1)
     delete_btn.click(delete, [picked, query], run_views, api_name="delete")
     runs_table.select(pick_row, None, picked, api_visibility="private")
     key_outputs = [key_box, stored_key, *run_views]
-    demo.load(open_workspace, stored_key, key_outputs, api_visibility="private")
+    demo.load(on_load, stored_key, key_outputs, api_visibility="private")
     open_btn.click(switch_workspace, key_box, key_outputs, api_name="open_workspace")
     demo.unload(forget)
 

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: The training process writes everything it prints here, in its run directory (never served).
 LOG_FILE = "process.log"
+#: Seconds a training process takes to start (Python, torch, transformers) before it loads the
+#: model: about 5 s on an idle 2-core CPU; added to the engine's estimate, which starts later.
+STARTUP_S = 5.0
 #: The directory that holds ``surm_core``: the training process imports it from there.
 SOURCE_ROOT = str(Path(surm_core.__file__).resolve().parent.parent)
 
@@ -49,6 +53,44 @@ def new_run(workspace, config: FinetuneConfig, name: str | None, limits: Limits)
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return FinetuneJob(run_dir, config)
+
+
+def estimate(config: FinetuneConfig, line: DeviceLine = DEVICE) -> dict:
+    """The predicted wall time of ``config`` on this device: the engine's ``estimate_time``, which
+    takes a few measured steps, in a process of its own (as a run would; seconds for MiniLM on a
+    CPU). Refused while the device is busy, since steps timed then say nothing about the run."""
+    ticket = object()
+    line.join(ticket)
+    try:
+        if line.position(ticket) != 0:
+            raise ValueError("the device is busy with a fine-tune; estimate the time when it is free (the estimate "
+                             "times a few steps on it)")
+        with tempfile.TemporaryDirectory(prefix="surm-estimate-") as folder:
+            fields = {**config.to_dict(), "out_dir": None}
+            (Path(folder) / "config.json").write_text(json.dumps(fields), encoding="utf-8")
+            done = subprocess.run([sys.executable, "-m", "surm_core.finetune", "--config", "config.json", "--estimate"],
+                                  cwd=folder, env=process_env(), capture_output=True, text=True)
+    finally:
+        line.leave(ticket)
+    if done.returncode != 0:
+        errors = [x[len("error: "):] for x in done.stderr.splitlines() if x.startswith("error: ")]
+        if errors:
+            raise ValueError(model_error(errors[-1], config.model))
+        log.error("time estimate failed (exit code %s):\n%s", done.returncode, done.stderr[-3000:])
+        raise ValueError(f"the time estimate failed (exit code {done.returncode}; details in the server log)")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def estimate_line(e: dict) -> str:
+    """An :func:`estimate` for people: the total, then where it goes."""
+    return (f"Predicted wall time about {clock(e['total_s'] + STARTUP_S)}: starting {STARTUP_S:.0f} s, loading "
+            f"{e['load_s']:.0f} s, {e['steps']:,} steps × {e['step_s']:.2f} s, {e['evals']} evaluation"
+            f"{'s' if e['evals'] != 1 else ''} × {e['eval_each_s']:.1f} s (measured on {device_name()}).")
+
+
+def process_env() -> dict:
+    """The environment of a training process: this one's, with ``surm_core`` importable."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
 
 
 def resumed_run(run_dir) -> "FinetuneJob":
@@ -81,6 +123,7 @@ class FinetuneJob:
         self._lock = threading.Lock()  # between starting the process and stopping it
         self._events: list[dict] = []
         self._read = (None, 0)  # the metrics file (its inode) and how many of its bytes are parsed
+        self._old_file = None  # a resumed run's metrics file (inode) until the engine rewrites it
         self._thread = threading.Thread(target=self._run, name=f"finetune {self.name}", daemon=True)
 
     @property
@@ -102,12 +145,13 @@ class FinetuneJob:
             if not self.line.wait_turn(self, self._stop):
                 self.error = "stopped before it started"
                 return
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
             with self._lock, open(self.run_dir / LOG_FILE, "ab") as out:
                 if self._stop.is_set():
                     self.error = "stopped before it started"
                     return
-                self.process = subprocess.Popen(self.command(), cwd=self.run_dir, env=env, stdout=out,
+                if self.resume:
+                    self._old_file = (self.run_dir / "metrics.jsonl").stat().st_ino
+                self.process = subprocess.Popen(self.command(), cwd=self.run_dir, env=process_env(), stdout=out,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                 self.started = time.monotonic()
             self.process.wait()
@@ -200,7 +244,8 @@ class FinetuneJob:
             return f"Queued: {ahead} ahead of this one (one at a time on {device_name()})."
         events = self.events()
         elapsed = time.monotonic() - self.started if self.started is not None else 0.0
-        if not events:
+        # a resumed run's old records stay on show until its engine rewrites the file
+        if not events or (self.summary is None and self._read[0] == self._old_file):
             return f"Loading the model and the data… ({clock(elapsed)})"
         e = events[-1]
         text = f"Step {e['step']}/{e['total_steps']} on {e['device']}"

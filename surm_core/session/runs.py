@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 from ..adapters import AdapterConfig, inject, trainable_report
-from ..finetune import run_status
+from ..finetune import load_snippet, predict, run_status
 from ..models import DEFAULT_MODEL, head_names, load_model
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,26 @@ def find_run(runs: list[dict], name: str) -> dict:
         if r["name"] == name:
             return r
     raise ValueError(f"no run named {name!r} in your workspace")
+
+
+#: The try box classifies one text of at most this many characters.
+MAX_TRY_CHARS = 10_000
+
+
+def classify(run: dict, text) -> dict[str, float]:
+    """``{label: probability}`` of ``text`` by a finished (or stopped) run."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("type a text to classify")
+    if len(text) > MAX_TRY_CHARS:
+        raise ValueError(f"the text has {len(text):,} characters; try at most {MAX_TRY_CHARS:,}")
+    if "trainable_params" not in run:
+        raise ValueError(f"run {run['name']!r} has no trained weights to try ({run['status']})")
+    return predict(run["dir"], [text])[0]
+
+
+def snippet(run: dict) -> str:
+    """The Python that loads the run's download (``<name>.zip``) onto its base model."""
+    return load_snippet(run["dir"], zip_name=f"{run['name']}.zip")
 
 
 def delete_run(run: dict) -> None:
