@@ -129,3 +129,19 @@ def test_the_time_estimate_waits_for_no_one_it_is_refused_while_the_device_is_bu
     with pytest.raises(ValueError, match="the device is busy with a fine-tune"):
         session.estimate(session.finetune_config("", None, "circulant", 64, 10, 8, 1e-3, 0), line)
     assert line.position("a fine-tune") == 0  # the estimate left the line
+
+
+def test_the_readme_client_example_runs(url, tiny, capsys):
+    (block,) = [b for b in (ROOT / "README.md").read_text().split("```python")[1:] if 'api_name="/finetune"' in b]
+    code = block.split("```")[0]
+    model, data = tiny
+    # the tiny model and data instead of MiniLM on BBC News; everything else as printed
+    for old, new in (('Client("http://127.0.0.1:7860/")', f"Client({url!r}, verbose=False)"),
+                     ('"", None, "", "", "circulant", 384, 30, 16,',
+                      f'{model!r}, handle_file({data!r}), "", "", "circulant", 16, 6, 8,')):
+        assert code.count(old) == 1, old
+        code = code.replace(old, new)
+    exec(code, {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-2].startswith("circulant-16-q,v-s0 ") and printed[-2].endswith(".zip")
+    assert set(ast.literal_eval(printed[-1])) == {"business", "sports"}

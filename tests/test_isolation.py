@@ -38,8 +38,10 @@ def test_a_second_session_can_neither_list_nor_download_the_first_sessions_run(t
         for api_name, args in (("/download", (name,)), ("/delete", (name, "")), ("/resume", (name, ""))):
             with pytest.raises(AppError, match=f"no run named '{name}' in your workspace"):
                 bob.predict(*args, api_name=api_name)
-        zip_path, _ = alice.predict(name, api_name="/download")
-        assert zip_path.endswith(f"{name}.zip")
+        zip_path, code, _ = alice.predict(name, api_name="/download")
+        assert zip_path.endswith(f"{name}.zip") and "load_adapter" in code
+        with pytest.raises(AppError, match=f"no run named '{name}' in your workspace"):
+            bob.predict(name, "goal match", api_name="/predict")
 
         # the raw file route serves none of the run's files, to anyone
         (run_dir,) = runs.glob(f"*/{name}")
