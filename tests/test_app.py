@@ -380,6 +380,7 @@ def fake_run(workspace, name, method, params, acc, budget=None, model="m", datas
                "labels": ["a", "b"], "run_dir": ".",
                "config": {"method": method, "budget": budget, "model": model, "dataset": "data/" + dataset}}
     (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.json").write_text(json.dumps(summary["config"]))
     return run_dir
 
 
@@ -418,6 +419,18 @@ def test_runs_table_skips_a_malformed_run_with_a_note(tmp_path, damage, note):
     runs, notes = session.load_runs(tmp_path)
     assert [r["name"] for r in runs] == ["good"]
     assert len(notes) == 1 and notes[0].startswith("skipped bad: " + note)
+
+
+def test_delete_run_removes_a_finished_run_but_not_a_running_one(tmp_path):
+    fake_run(tmp_path, "done", "circulant", 50, 0.5)
+    fake_run(tmp_path, "going", "circulant", 50, 0.5)
+    runs, _ = session.load_runs(tmp_path, active={tmp_path / "going": "running"})
+    with pytest.raises(ValueError, match="run 'going' is running; stop it before deleting it"):
+        session.delete_run(session.find_run(runs, "going"))
+    session.delete_run(session.find_run(runs, "done"))
+    assert [r["name"] for r in session.load_runs(tmp_path)[0]] == ["going"]
+    with pytest.raises(ValueError, match="no run named 'done' in your workspace"):
+        session.find_run(session.load_runs(tmp_path)[0], "done")
 
 
 def test_package_run_zips_weights_summary_and_metrics(tmp_path):
@@ -508,7 +521,8 @@ def test_api_finetune_bad_inputs_are_messages_and_the_app_keeps_serving(client, 
                                   (6, "abc", "steps must be a positive integer, got 'abc'"),
                                   (6, None, "steps must be a positive integer, got None"),
                                   (8, "fast", "learning rate must be a positive number, got 'fast'"),
-                                  (6, 10**9, "more than this server allows")]:
+                                  (6, 10**9, "more than this server allows"),
+                                  (9, 2**64, "seed must be an integer from 0 to 2\\*\\*63 - 1")]:
         with pytest.raises(AppError, match=message):
             client.predict(*args[:index], value, *args[index + 1:], api_name="/finetune")
     assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8

@@ -115,6 +115,13 @@ def test_a_finished_run_can_be_tried_through_predict_and_loaded_with_its_snippet
     expected = client.predict(name, "Type a sentence to classify here.", api_name="/predict")
     assert loaded == pytest.approx(expected, abs=1e-5)
 
+    # filtered, then deleted: gone from the table and from what can be tried
+    assert [row[0] for row in client.predict("circulant completed", None, api_name="/runs")[0]["data"]] == [name]
+    assert client.predict("lowrank", None, api_name="/runs")[0]["data"] == []
+    assert client.predict(name, "", api_name="/delete")[0]["data"] == []
+    with pytest.raises(AppError, match=f"no run named '{name}'"):
+        client.predict(name, "goal", api_name="/predict")
+
 
 def test_the_time_estimate_is_measured_before_start(client, tiny):
     model, data = tiny

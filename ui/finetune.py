@@ -8,7 +8,6 @@ import gradio as gr
 
 import visualize
 from surm_core import session
-from surm_core.models import DEFAULT_MODEL
 from .errors import visible_errors
 
 #: The live fine-tuning view is refreshed this often (seconds).
@@ -209,7 +208,8 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     stored_key = gr.BrowserState(None, storage_key="surm-workspace")
     with gr.Row():
         with gr.Column():
-            model = gr.Textbox(DEFAULT_MODEL, label="model", info="a local directory or a hub id", elem_id="model")
+            model = gr.Textbox("", label="model", placeholder="all-MiniLM-L6-v2 (packaged)",
+                               info="empty: the packaged MiniLM; or a local directory or a hub id", elem_id="model")
             dataset = gr.File(label="dataset (empty: BBC News)", file_types=[".csv", ".jsonl"], elem_id="dataset")
             with gr.Row():
                 text_column = gr.Textbox("", label="text column", placeholder="auto")
@@ -242,8 +242,8 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     plan = gr.Markdown(elem_id="plan")
     with gr.Accordion("adapted layers", open=False):
         layers = gr.Dataframe(headers=session.PLAN_COLUMNS, elem_id="layers", wrap=True, interactive=False)
-    with gr.Row():
-        estimate_btn = gr.Button("Estimate time", scale=1, elem_id="estimate")
+    with gr.Row(equal_height=True):
+        estimate_btn = gr.Button("Estimate time", scale=0, min_width=160, size="sm", elem_id="estimate")
         estimated = gr.Markdown("Predicted wall time: press *Estimate time* (it times a few steps on this device).",
                                 elem_id="estimated")
     with gr.Row():
