@@ -155,11 +155,11 @@ def test_a_live_finetune_its_runs_and_the_try_box(page, tmp_path):
     page.locator("#steps input").fill("5000")
     page.locator("#run_name textarea, #run_name input").first.fill("lora-stopped")
     page.get_by_role("button", name="Start").click()
-    page.locator("#status").get_by_text("Step").wait_for(timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function("() => { const s = document.querySelector('#status').innerText; "
+                           "return s.includes('Step') && !s.includes('Done'); }", timeout=RUN_TIMEOUT_MS)
     wait_plot(page, "live", "!p.layout.title.text.includes('done') && p.data.length > 0 && p.data[0].x.length >= 2")
     page.get_by_role("button", name="Start").click()
     page.get_by_text("one at a time per page").first.wait_for()
-    page.screenshot(path=str(ARTIFACTS / "finetune-second-start.png"))
     for close in page.locator("[data-testid=toast-close]").all():
         close.click()
     seen = page.evaluate(f"{plot('live')}.data[0].x.length")

@@ -69,6 +69,9 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
             job.stop()
         if job.error is not None:  # a killed run still shows in the table, as interrupted
             yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), *views(request, query)
+            if job.stopping and not job.events():
+                gr.Info("Stopped before it trained: nothing to keep.")
+                return
             raise gr.Error(f"Fine-tuning failed: {job.error}", print_exception=False)
         run = session.find_run(my_runs(request), job.name)
         yield (public_summary(run), progress_html(job), visualize.training_curves(job.events()),
