@@ -35,7 +35,7 @@ def serve(port: int, runs_dir: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
-def connect(url: str, timeout: float = 120) -> Client:
+def connect(url: str, timeout: float = 600) -> Client:
     deadline = time.monotonic() + timeout
     while True:
         try:

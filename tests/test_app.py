@@ -407,6 +407,18 @@ def test_runs_table_reads_summaries_in_start_order(tmp_path):
     assert session.load_runs(tmp_path)[0][2]["status"] == "interrupted, resumable"
 
 
+def test_runs_view_charts_the_runs_comparable_with_the_selected_one(tmp_path):
+    fake_run(tmp_path, "a", "circulant", 50, 0.5, model="gone", dataset="x.csv", started="2025-01-01")
+    fake_run(tmp_path, "b", "lowrank", 80, 0.6, model="gone", dataset="y.csv", started="2025-01-02")
+    fake_run(tmp_path, "c", "monarch", 90, 0.7, model="gone", dataset="x.csv", started="2025-01-03")
+    latest = session.runs_view(tmp_path)
+    assert [r["name"] for r in latest.charted] == ["a", "c"] and latest.names == ["a", "b", "c"]
+    assert latest.references == {}  # the model does not load (any more): the runs alone
+    assert [r["name"] for r in session.runs_view(tmp_path, selected="b").charted] == ["b"]
+    filtered = session.runs_view(tmp_path, query="monarch", selected="a")
+    assert [row[0] for row in filtered.rows] == ["c"] and [r["name"] for r in filtered.charted] == ["c"]
+
+
 @pytest.mark.parametrize("damage, note", [
     (lambda d: (d / "summary.json").write_text(json.dumps({"final_eval_acc": 0.5})), "summary.json lacks"),
     (lambda d: (d / "summary.json").write_text("{not json"), "cannot read summary.json"),

@@ -40,23 +40,12 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         return session.load_runs(workspace(request), finetunes.active())[0]
 
     def views(request: gr.Request, query: str = "", selected: str | None = None):
-        """The runs table (filtered by ``query``), its note, the parameter and Pareto charts of the
+        """The runs table (filtered by ``query``), its notes, the parameter and Pareto charts of the
         runs comparable with the ``selected`` run (else the latest), and the run picker."""
-        runs, notes = session.load_runs(workspace(request), finetunes.active())
-        shown = session.filter_runs(runs, query)
-        evaluated = session.evaluated(shown)
-        focus = next((r for r in evaluated if r["name"] == selected), evaluated[-1] if evaluated else None)
-        charted = session.comparable(shown, focus) if focus else []
-        references = {}
-        if focus:
-            try:
-                references = session.reference_params(focus["config"]["model"], len(focus["labels"]))
-            except ValueError:  # the model has gone since: the chart shows the runs alone
-                pass
-        names = [r["name"] for r in runs]
-        return (session.runs_rows(shown), "\n".join(f"- {n}" for n in notes),
-                visualize.parameter_bars(charted, references), visualize.pareto(charted),
-                gr.Dropdown(choices=names, value=selected if selected in names else None))
+        view = session.runs_view(workspace(request), finetunes.active(), query, selected)
+        return (view.rows, "\n".join(f"- {n}" for n in view.notes),
+                visualize.parameter_bars(view.charted, view.references), visualize.pareto(view.charted),
+                gr.Dropdown(choices=view.names, value=selected if selected in view.names else None))
 
     def watch(job: session.FinetuneJob, request: gr.Request, query: str):
         """Stream ``job`` to the page until it ends; the last update brings its summary, download and

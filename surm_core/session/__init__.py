@@ -18,4 +18,5 @@ from .finetune import (METHODS, PLAN_COLUMNS, TARGETS, Limits, check_dataset, ch
                        device_name, finetune_config, plan)
 from .jobs import FinetuneJob, Finetunes, estimate, estimate_line, new_run, resumed_run
 from .runs import (RUN_COLUMNS, classify, comparable, delete_run, evaluated, filter_runs, find_run, load_runs, model_label,
-                   new_run_dir, new_workspace_key, package_run, reference_params, runs_rows, snippet, workspace_dir)
+                   new_run_dir, new_workspace_key, package_run, reference_params, runs_rows, runs_view, snippet,
+                   workspace_dir)

@@ -7,6 +7,7 @@ SHA-256); the engine writes the rest (``metrics.jsonl``, ``summary.json``, the w
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -160,6 +161,36 @@ def comparable(runs: list[dict], like: dict) -> list[dict]:
     """The runs on the same model and dataset as ``like``: only they belong in one Pareto view."""
     key = (like["config"].get("model"), like["dataset"])
     return [r for r in evaluated(runs) if (r["config"].get("model"), r["dataset"]) == key]
+
+
+@dataclasses.dataclass
+class RunsView:
+    """What the runs part of the page shows: the table (``rows``, filtered), notes on skipped
+    directories, the runs the charts compare (``charted``) with their ``references``, and the
+    names of every run of the workspace (the run picker)."""
+
+    rows: list[list]
+    notes: list[str]
+    charted: list[dict]
+    references: dict[str, int]
+    names: list[str]
+
+
+def runs_view(workspace, active: dict | None = None, query: str = "", selected: str | None = None) -> RunsView:
+    """The runs of ``workspace`` whose table cells hold every word of ``query``; the charts compare
+    those on the model and data of the ``selected`` run (else of the latest evaluated one)."""
+    runs, notes = load_runs(workspace, active)
+    shown = filter_runs(runs, query)
+    done = evaluated(shown)
+    focus = next((r for r in done if r["name"] == selected), done[-1] if done else None)
+    references = {}
+    if focus:
+        try:
+            references = reference_params(focus["config"]["model"], len(focus["labels"]))
+        except ValueError:  # the model has gone since: the chart shows the runs alone
+            pass
+    return RunsView(runs_rows(shown), notes, comparable(shown, focus) if focus else [], references,
+                    [r["name"] for r in runs])
 
 
 def find_run(runs: list[dict], name: str) -> dict:
