@@ -81,7 +81,7 @@ def served_app(runs_dir, **options):
         demo.close()
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py; the served app trains in this process
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py; the served app previews and tries tiny models in this process
 
 
 @pytest.fixture(scope="module")
@@ -323,8 +323,10 @@ def test_job_trains_in_its_own_process_and_stops_within_a_step(tiny, tmp_path):
         assert not job.wait(0.1), job.error
     assert job.process.pid != os.getpid()
     job.stop()
+    job.stop()  # a second press must not interrupt the run at once (the CLI's second Ctrl-C)
     assert job.wait(120)
     assert job.summary["stopped_reason"] == "stopped" and 0 < job.summary["steps_done"] < 5000
+    assert job.summary["final_eval_acc"] is not None  # it evaluated what it reached
     assert job.status().startswith("Done (stopped): Step")
     assert 0 < job.progress() < 1
     record = json.loads((job.run_dir / "run.json").read_text())

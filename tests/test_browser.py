@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model trains in this process: see test_app.one_thread
+    torch.set_num_threads(1)  # the served app previews and tries the tiny model in this process: see conftest.one_thread
     with served_app(tmp_path_factory.mktemp("runs")) as url:
         yield url
     torch.set_num_threads(threads)

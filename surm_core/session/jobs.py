@@ -151,8 +151,11 @@ class FinetuneJob:
                     return
                 if self.resume:
                     self._old_file = (self.run_dir / "metrics.jsonl").stat().st_ino
+                # a session of its own: a Ctrl-C in the server's terminal reaches the server, which
+                # then stops each run once (stop_all), rather than every process twice
                 self.process = subprocess.Popen(self.command(), cwd=self.run_dir, env=process_env(), stdout=out,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
                 self.started = time.monotonic()
             self.process.wait()
         except Exception as e:  # could not even start a process: say so, keep serving
@@ -195,8 +198,13 @@ class FinetuneJob:
         return f"the training process failed (exit code {code}): {lines[-1] if lines else 'no output'}"
 
     def stop(self) -> None:
-        """Leave the line, or ask the process to stop after its current step (keeping what it reached)."""
+        """Leave the line, or ask the process to stop after its current step (keeping what it reached).
+
+        Only the first call signals: the command line takes a second Ctrl-C as "interrupt at once",
+        which would lose the evaluation of what the run reached."""
         with self._lock:
+            if self._stop.is_set():
+                return
             self._stop.set()
             if self.process is not None and self.process.poll() is None:
                 self.process.send_signal(signal.SIGINT)
