@@ -141,6 +141,10 @@ def test_auth_shared_runs_and_limits_from_flags_or_environment(monkeypatch):
             app.parse_args(bad)
 
 
+def test_the_cache_of_uploads_and_downloads_is_cleaned_on_a_schedule(tmp_path):
+    assert app.build_app(tmp_path).delete_cache == (3600, app.CACHE_AGE_S)
+
+
 def test_a_server_reachable_from_other_machines_without_auth_warns_what_is_exposed():
     warning = app.exposure_warning("0.0.0.0", share=False, auth=None, shared_runs=False)
     for exposed in ("without --auth", "fine-tune on this machine", "upload datasets", "load any model directory"):
@@ -313,6 +317,21 @@ def test_limits_refuse_large_datasets_before_anything_starts(tiny, tmp_path):
         session.check_dataset(config, session.Limits(max_upload_mb=1e-4))
     with pytest.raises(ValueError, match="steps = 11 is more than this server allows"):
         session.finetune_config("", data, "circulant", 16, 11, 8, 1e-3, 0, limits=session.Limits(max_steps=10))
+
+
+@pytest.mark.parametrize("targets, layers", [("attention-qv", 2), ("attention-all", 4)])
+def test_plan_counts_the_layers_and_trainable_parameters_before_start(tiny, targets, layers):
+    model, data = tiny
+    config = session.finetune_config(model, data, "lowrank", None, 10, 8, 1e-3, 0, rank=2, alpha=4, targets=targets)
+    line, rows = session.plan(config, session.Limits())
+    head = 16 * 2 + 2
+    adapters = layers * 2 * (16 + 16)  # rank 2 on 16 × 16 layers: r·(d_in + d_out) each
+    assert len(rows) == layers and all(row[1:] == ["lowrank", "16 × 16", "r=2, alpha=4.0", 64] for row in rows)
+    assert line.startswith(f"{layers} layers adapted") and f"{adapters + head:,} trainable parameters" in line
+    assert f"{adapters:,} in adapters + {head:,} in the head" in line
+    with pytest.raises(ValueError, match="could not load a model from"):
+        session.plan(session.finetune_config("/no/such/model", data, "circulant", 16, 10, 8, 1e-3, 0),
+                     session.Limits())
 
 
 def test_job_trains_in_its_own_process_and_stops_within_a_step(tiny, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from surm_core import session
 from test_app import finetune_args, served_app, tiny_csv, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,3 +78,11 @@ def test_auth_keeps_the_app_and_its_files_behind_a_password(tmp_path):
         client = Client(url, verbose=False, auth=("alice", "s3cret"))
         assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
 
+
+
+def test_uploads_beyond_the_limit_are_refused(tiny, tmp_path):
+    with served_app(tmp_path / "runs", limits=session.Limits(max_upload_mb=0.001)) as url:  # about 1 kB
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+            client.predict(*finetune_args(tiny), api_name="/finetune")
+        assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
