@@ -9,7 +9,7 @@
 or ``<k>n`` (k·n, raised to the family's smallest). Maps above 128 × 128 answer in stages
 (``session.explore_stages``), and the time to each is printed. Cells are medians over
 repetitions, in seconds since the request; figures are built (plotly objects), then serialized
-in their own column (``json s``: what the page then sends), beside ``session.estimate``'s upper
+in their own column (``json s``: what the page then sends), beside ``session.explore_cost``'s upper
 estimate of the time (``est. s``) that the server's ``--max-map`` refusal quotes. ``--memory``
 adds the peak memory above the resident size before the request (Linux: VmHWM, reset through
 /proc/self/clear_refs before the first repetition).
@@ -22,7 +22,7 @@ import statistics
 import time
 
 from surm_core import FAMILIES
-from surm_core.session import budget_range, estimate, explore_stages
+from surm_core.session import budget_range, explore_cost, explore_stages
 
 FIGURES = ("heatmap", "parameters", "spectrum", "eigenvalues", "displacement")
 
@@ -91,7 +91,7 @@ def main(argv=None):
                         peak = (peak_rss() - start) / 2**20
                 # a small map answers in one stage: its one time fills every column (the last: json)
                 cells = [statistics.median(r[min(i, len(r) - 2)] for r in runs) for i in range(3)]
-                cells += [statistics.median(r[-1] for r in runs), estimate(n, n).seconds]
+                cells += [statistics.median(r[-1] for r in runs), explore_cost(n, n).seconds]
                 print(f"{n:>5} {family:<20} {budget:>9,} "
                       + " ".join(f"{c:>{w}.3f}" for c, w in zip(cells, (9, 10, 8, 7, 7)))
                       + (f" {max(peak, 0.0):>9.0f}" if args.memory else ""), flush=True)

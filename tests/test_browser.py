@@ -1,14 +1,16 @@
 """The explorer in a real browser: Debian's headless Chromium driven by Playwright.
 
 It explores (family and budget changes re-render the plots; a bad size shows a message and the
-page keeps working), compares, and starts a tiny fine-tune whose live plot grows until Stop. A
-screenshot of each tab goes to ``test-artifacts/``; with ``UPDATE_SCREENSHOTS=1`` they are also
+page keeps working), compares, and fine-tunes a tiny model: a run to the end, then one whose
+live plot grows until Stop while a second Start is answered; both show in the runs table and the
+Pareto view. A screenshot of each tab goes to ``test-artifacts/``; with ``UPDATE_SCREENSHOTS=1`` they are also
 copied to ``docs/screenshots/`` for the README (the Explore and Compare ones come from
 ``test_browser_explore.py``). In CI (``CI`` set) the test never skips.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model trains in this process: see test_app.one_thread
+    torch.set_num_threads(1)  # the served app previews and tries the tiny model in this process: see conftest.one_thread
     with served_app(tmp_path_factory.mktemp("runs")) as url:
         yield url
     torch.set_num_threads(threads)
@@ -81,7 +83,7 @@ def choose(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_explore_compare_and_a_live_finetune(page, tmp_path):
+def test_explore_and_compare(page):
     # Explore: the page loads with circulant at 64 × 64, budget 64.
     wait_plot(page, "heatmap", "p.layout.title.text.includes('circulant')")
     for elem_id in ("spectrum", "eigenvalues", "displacement"):
@@ -128,26 +130,51 @@ def test_explore_compare_and_a_live_finetune(page, tmp_path):
     page.locator("#table").get_by_text("lowrank").first.wait_for()
     screenshot(page, "compare-smoke", docs=False)
 
+
+#: A fine-tune starts a process (Python, torch, transformers): on a busy 2-core machine that alone
+#: can take a minute.
+RUN_TIMEOUT_MS = 240_000
+
+
+def test_a_live_finetune_its_runs_and_the_try_box(page, tmp_path):
     # Fine-tune a tiny model on a tiny CSV: one short run to the end, then one stopped while its
-    # live plot grows; both land in the runs table.
+    # live plot grows; a second Start meanwhile gets an answer. Both land in the runs table and
+    # the Pareto view (the stopped one evaluated what it reached).
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#model textarea, #model input").first.fill(tiny_model(tmp_path / "model"))
+    page.locator("#model textarea, #model input").first.press("Tab")
     page.locator("#dataset input[type=file]").set_input_files(tiny_csv(tmp_path / "topics.csv"))
-    for elem_id, value in (("ft_budget", "16"), ("steps", "60"), ("batch_size", "8"), ("lr", "0.1")):
+    for elem_id, value in (("ft_budget", "16"), ("steps", "60"), ("batch_size", "8"), ("lr", "0.1"),
+                           ("eval_every", "30")):
         page.locator(f"#{elem_id} input").fill(value)
+    page.locator("#plan").get_by_text("2 layers adapted (query, value)").wait_for()
     page.get_by_role("button", name="Start").click()
-    page.locator("#status").get_by_text("Done (completed): Step 60/60").wait_for()
+    page.locator("#status").get_by_text("Done (completed): Step 60/60").wait_for(timeout=RUN_TIMEOUT_MS)
     wait_plot(page, "pareto", "p.data.length > 0 && p.data[0].x.length === 1")
 
     choose(page, "method", "lowrank (LoRA)")
-    page.locator("#ft_budget input").fill("64")
-    page.locator("#steps input").fill("100000")
+    page.locator("#lora_r input").fill("2")
+    page.locator("#steps input").fill("5000")
+    page.locator("#run_name textarea, #run_name input").first.fill("lora-stopped")
     page.get_by_role("button", name="Start").click()
+    page.wait_for_function("() => { const s = document.querySelector('#status').innerText; "
+                           "return s.includes('Step') && !s.includes('Done'); }", timeout=RUN_TIMEOUT_MS)
     wait_plot(page, "live", "!p.layout.title.text.includes('done') && p.data.length > 0 && p.data[0].x.length >= 2")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("one at a time per page").first.wait_for()
+    for close in page.locator("[data-testid=toast-close]").all():
+        close.click()
     seen = page.evaluate(f"{plot('live')}.data[0].x.length")
     wait_plot(page, "live", "p.data[0].x.length > arg", seen)
     page.get_by_role("button", name="Stop").click()
     page.locator("#status").get_by_text("Done (stopped)").wait_for()
-    page.wait_for_function("document.querySelector('#runs').innerText.includes('lowrank-64')")
-    wait_plot(page, "pareto", "p.data[0].x.length === 2")
+    page.wait_for_function("document.querySelector('#runs').innerText.includes('lora-stopped')")
+    page.wait_for_function("document.querySelector('#runs').innerText.includes('stopped, resumable')")
+    wait_plot(page, "pareto", "p.data[0].x.length === 2 && p.data[0].marker.symbol.includes('circle-open')")
+
+    # The stopped run is picked: its download comes with the Python that loads it, and it can be tried.
+    page.locator("#snippet").get_by_text("load_adapter").first.wait_for()
+    page.locator("#try_text textarea").fill("goal match team score coach")
+    page.locator("#try_text textarea").press("Enter")
+    page.locator("#try_label").get_by_text(re.compile("^(sports|business)$")).first.wait_for()
     screenshot(page, "finetune")

@@ -237,7 +237,7 @@ def test_a_map_above_the_servers_limit_is_refused_with_its_cost():
         session.explore("circulant", 300, 64, 300, max_size=256)
     with pytest.raises(ValueError, match="at most 256 a side"):
         session.compare("gaussian", 300, 512, max_size=256)
-    assert session.estimate(1024, 1024).bytes < 2**30  # the default limit stays far below a GiB
+    assert session.explore_cost(1024, 1024).bytes < 2**30  # the default limit stays far below a GiB
     assert app.parse_args(["--max-map", "512"]).max_map == 512
 
 

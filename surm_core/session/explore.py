@@ -22,7 +22,7 @@ from ..families.base import check_size
 
 
 #: Largest side the Explore and Compare tabs accept by default (``python app.py --max-map``):
-#: every interaction up to it stays interactive, within ``estimate``'s memory and time.
+#: every interaction up to it stays interactive, within ``explore_cost``'s memory and time.
 MAX_EXPLORE_SIZE = 1024
 #: Shift operators offered for the displacement ``A M − M B`` (``Z_f``: ones below the diagonal,
 #: ``f`` in the top-right corner).
@@ -48,7 +48,7 @@ SECONDS_PER_CUBE = 2.5e-9
 
 
 @dataclasses.dataclass(frozen=True)
-class Estimate:
+class ExploreCost:
     """What exploring a map costs at most: peak extra memory and seconds of computing."""
 
     bytes: int
@@ -58,13 +58,13 @@ class Estimate:
         return f"about {self.bytes / 2**30:.1f} GiB and {self.seconds:.0f} s"
 
 
-def estimate(d_out: int, d_in: int) -> Estimate:
+def explore_cost(d_out: int, d_in: int) -> ExploreCost:
     """An upper estimate of what exploring a ``d_out × d_in`` map costs on a 2-core CPU.
 
-    >>> print(estimate(1024, 1024))
+    >>> print(explore_cost(1024, 1024))
     about 0.1 GiB and 3 s
     """
-    return Estimate(DENSE_COPIES * 8 * d_out * d_in, SECONDS_PER_CUBE * d_out * d_in * min(d_out, d_in))
+    return ExploreCost(DENSE_COPIES * 8 * d_out * d_in, SECONDS_PER_CUBE * d_out * d_in * min(d_out, d_in))
 
 
 def check_explore_size(name: str, value, max_size: int = MAX_EXPLORE_SIZE) -> int:
@@ -72,7 +72,7 @@ def check_explore_size(name: str, value, max_size: int = MAX_EXPLORE_SIZE) -> in
     if value > max_size:
         raise ValueError(f"{name} = {value} is larger than the explorer shows: this server explores maps of "
                          f"at most {max_size} a side (its --max-map); a {value} × {value} map would take "
-                         f"{estimate(value, value)}")
+                         f"{explore_cost(value, value)}")
     return value
 
 
@@ -170,7 +170,7 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
 
     ``clamp``: a budget outside :func:`budget_range` is moved into it and the note says so (the
     page); otherwise it is a ``ValueError`` (the API). ``large_text``: figures with larger fonts
-    (a projector). Sides above ``max_size`` are refused, with :func:`estimate`'s cost.
+    (a projector). Sides above ``max_size`` are refused, with :func:`explore_cost`'s cost.
 
     A map of more than ``QUICK_CELLS`` entries is yielded in three stages, each with the figures
     computed so far and "computing…" placeholders for the rest: first the configuration,
@@ -230,7 +230,7 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
 
 
 def _eigen_cost(m) -> str:
-    seconds = estimate(*m.shape).seconds
+    seconds = explore_cost(*m.shape).seconds
     return f"up to ~{seconds:.0f} s on a 2-core CPU" if seconds >= 1 else "under a second"
 
 
