@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from surm_core import load_adapter, load_model
-from surm_core.finetune import FinetuneConfig, run, weights_digest
-from surm_core.finetune import engine
+from surm_core.finetune import FinetuneConfig, load_config, run, weights_digest
+from surm_core.finetune import engine, task
 from surm_core.finetune.__main__ import main, parse_hparam
 
 TOPICS = {
@@ -106,7 +106,10 @@ def test_events_summary_and_run_directory(tiny, tmp_path):
     assert summary["labels"] == ["money", "music", "politics", "sport"]
     assert summary["config"] == config.to_dict() and summary["run_dir"] == str(run_dir)
     assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "config.json", "metrics.jsonl", "summary.json"]
+    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    timing = [summary[k] for k in ("load_s", "train_s", "eval_s", "checkpoint_s", "wall_time_s")]
+    assert all(t > 0 for t in timing) and sum(timing[:4]) <= timing[4]
 
     # The saved adapter, loaded into a fresh base model, is exactly what was trained.
     fresh, _ = load_model(tiny["model"], num_labels=4)
@@ -172,14 +175,15 @@ def test_non_finite_loss_stops_the_run_before_its_update(tiny, tmp_path):
     assert records[-1] == {**records[-1], "event": "done", "reason": reason, "step": bad_step - 1}
     assert events[-1]["reason"] == reason
     # broken weights are not kept, the record of the run is
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.jsonl", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "metrics.jsonl", "summary.json"]
+    assert summary["final_eval_acc"] is None
 
 
 def test_out_of_memory_is_reported_as_such(tiny, tmp_path, monkeypatch):
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(engine.F, "cross_entropy", no_memory)
+    monkeypatch.setattr(task.F, "cross_entropy", no_memory)
     monkeypatch.setattr(engine.torch.cuda, "empty_cache", lambda: None)
     summary = run(config_for(tiny, out_dir=str(tmp_path / "run")))
     assert summary["stopped_reason"] == "CUDA out of memory at step 1: lower the batch size or the max length"
@@ -293,7 +297,8 @@ def test_cli_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ["--family", "--method", "--budget", "--hparams", "--target-modules", "--dataset", "--text-column",
                    "--label-column", "--model", "--device", "--seed", "--lr", "--batch-size", "--max-length",
-                   "--eval-every", "--eval-size", "--steps", "--epochs", "--warmup-ratio", "--weight-decay", "--out", "torchrun"]:
+                   "--eval-every", "--eval-size", "--steps", "--epochs", "--warmup-ratio", "--weight-decay", "--out", "torchrun",
+                   "--config", "--precision"]:
         assert option in text
 
 
@@ -303,3 +308,62 @@ def test_parse_hparam():
     assert parse_hparam("square=True") == ("square", True)
     with pytest.raises(Exception, match="expected KEY=VALUE"):
         parse_hparam("r8")
+
+
+# -- config files -------------------------------------------------------------------------------
+def test_config_round_trips_through_a_json_file(tiny, tmp_path):
+    config = config_for(tiny, target_modules=["query"], eval_size=None, out_dir=str(tmp_path / "run"))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert load_config(path) == config
+    assert FinetuneConfig.from_dict(config.to_dict()) == config
+    assert load_config(path, steps=3, seed=7) == FinetuneConfig(**{**config.to_dict(), "steps": 3, "seed": 7})
+    assert FinetuneConfig.from_dict({"eval_size": "all"}).eval_size is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"steps": 5, "stepz": 3}', r"unknown config field\(s\) \['stepz'\]; the fields are \['model', "),
+    ('{"steps": 5,}', r"config.json is not valid JSON: .* at line 1, column 13"),
+    ('[1, 2]', r"config.json must hold a JSON object of fields, not a list"),
+    ('{"seed": -1}', r"seed must be an integer from 0 to 2\*\*63 - 1, got -1"),
+])
+def test_bad_config_files_are_refused(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot read the config file .*nope.json.*: No such file or directory"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_cli_reads_a_config_file_and_flags_override_it(tiny, tmp_path, capsys):
+    fields = {**config_for(tiny).to_dict(), "steps": 50, "seed": 5, "out_dir": str(tmp_path / "from-file")}
+    del fields["lr"]  # a subset of the fields: lr falls back to its default, 5e-3
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(fields))
+    out = tmp_path / "from-flags"
+    assert main(["--config", str(path), "--steps", "2", "--eval-every", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    expected = FinetuneConfig(**{**fields, "lr": None, "steps": 2, "eval_every": 1, "out_dir": str(out)})
+    assert summary["config"] == expected.to_dict() and summary["config"]["lr"] == 5e-3
+    assert not (tmp_path / "from-file").exists()
+
+    # without --out the file's out_dir is the run directory
+    assert main(["--config", str(path), "--steps", "1"]) == 0
+    assert json.loads((tmp_path / "from-file" / "summary.json").read_text())["config"]["seed"] == 5
+    capsys.readouterr()
+
+
+def test_cli_config_errors_are_one_clear_line(tiny, tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text('{"model": "x", "optimiser": "sgd"}')
+    assert main(["--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert "error: unknown config field(s) ['optimiser']" in capsys.readouterr().err
+    assert main(["--steps", "3"]) == 2
+    assert "error: name the run directory: --out RUN_DIR (or out_dir in the --config file)" in capsys.readouterr().err
+    assert main(["--seed", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "error: seed must be an integer from 0 to 2**63 - 1, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

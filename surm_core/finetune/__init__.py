@@ -1,9 +1,12 @@
-"""Fine-tuning with structured adapters (or the full / head-only baselines): data, engine, CLI.
+"""Fine-tuning with structured adapters (or the full / head-only baselines): config, data, engine, CLI.
 
 >>> summary = run(FinetuneConfig(method="circulant", budget=4096, steps=200, out_dir="runs/circ"))  # doctest: +SKIP
+>>> summary = run(load_config("my_run.json"))  # the same, from a JSON file of config fields  # doctest: +SKIP
 """
+from .checkpoint import run_status
+from .config import BASELINES, FinetuneConfig, check_seed, load_config
 from .data import BBC_NEWS, DatasetError, TextDataset, load_dataset, split, tokenize
-from .engine import BASELINES, FinetuneConfig, run, weights_digest
+from .engine import resume, run, weights_digest
 
 __all__ = [
     "BBC_NEWS",
@@ -11,9 +14,13 @@ __all__ = [
     "DatasetError",
     "TextDataset",
     "FinetuneConfig",
+    "check_seed",
+    "load_config",
     "load_dataset",
     "split",
     "tokenize",
     "run",
+    "resume",
+    "run_status",
     "weights_digest",
 ]

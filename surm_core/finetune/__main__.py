@@ -17,10 +17,11 @@ from tqdm import tqdm
 
 from ..families import FAMILIES
 from .data import BBC_NEWS
-from .engine import BASELINES, FinetuneConfig, run
+from .config import BASELINES, PRECISIONS, FinetuneConfig, load_config
+from .engine import run
 from ..runtime import reuse_large_buffers
 
-DEFAULTS = FinetuneConfig()
+DEFAULTS = FinetuneConfig().to_dict()
 
 
 def parse_hparam(text: str) -> tuple[str, object]:
@@ -34,17 +35,19 @@ def parse_hparam(text: str) -> tuple[str, object]:
         return key, value
 
 
-def parse_eval_size(text: str) -> int | None:
-    return None if text == "all" else int(text)
+def parse_eval_size(text: str) -> int | str:
+    return text if text == "all" else int(text)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except where there is none or the help already says it in words."""
+    """Show each option's default (the config's), except where there is none or the help already
+    says it in words. The parser itself has no defaults, so that it tells which options were given."""
 
     def _get_help_string(self, action):
-        if action.default is None or "default:" in (action.help or ""):
+        default = DEFAULTS.get(action.dest)
+        if default is None or "default:" in (action.help or ""):
             return action.help
-        return super()._get_help_string(action)
+        return f"{action.help} (default: {default})"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,13 +58,17 @@ def parser() -> argparse.ArgumentParser:
         "torchrun --nproc_per_node=N it trains with DistributedDataParallel. Ctrl-C stops the run "
         "after the current step and keeps what it reached.",
         formatter_class=HelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--out", required=True, help="run directory to create (must not hold a run already)")
-    p.add_argument("--model", default=DEFAULTS.model, help="local model directory or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
-    p.add_argument("--dataset", default=BBC_NEWS, help=f"{BBC_NEWS!r} (built in) or a .csv / .jsonl file")
+    p.add_argument("--config", metavar="FILE",
+                   help="a JSON object of config fields (a run directory's config.json is one); options given here override it")
+    p.add_argument("--out", dest="out_dir", metavar="RUN_DIR",
+                   help="run directory to create (must not hold a run already); required unless the --config file names out_dir")
+    p.add_argument("--model", help="local model directory or Hugging Face hub id (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--dataset", help=f"{BBC_NEWS!r} (built in) or a .csv / .jsonl file")
     p.add_argument("--text-column", help="text column of a CSV/JSONL file (default: detected from the column names)")
     p.add_argument("--label-column", help="label column of a CSV/JSONL file (default: detected from the column names)")
-    p.add_argument("--family", "--method", dest="method", default=DEFAULTS.method, choices=[*FAMILIES, *BASELINES],
+    p.add_argument("--family", "--method", dest="method", choices=[*FAMILIES, *BASELINES],
                    help="structured adapter family, or a baseline: 'full' trains every weight, 'head-only' only the classifier")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--budget", type=int, help="adapter parameters per adapted layer (the family's most expressive member that fits)")
@@ -69,32 +76,39 @@ def parser() -> argparse.ArgumentParser:
                       help="the family's hyperparameters instead of a budget, e.g. --hparams r=8 alpha=16 (lowrank), nblocks=4 blk_r=4 (monarch)")
     p.add_argument("--target-modules", nargs="+", metavar="SUFFIX",
                    help="module-name suffixes to adapt, or all-linear (default: the attention query/value projections)")
-    p.add_argument("--steps", type=int, default=DEFAULTS.steps, help="optimizer steps")
+    p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--epochs", type=float, help="passes over the training split; replaces --steps")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="rows per step, over all processes")
+    p.add_argument("--batch-size", type=int, help="rows per step, over all processes")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: 5e-3, or 5e-5 for --method full)")
-    p.add_argument("--warmup-ratio", type=float, default=DEFAULTS.warmup_ratio, help="share of the steps with linear warmup (then linear decay to 0)")
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="AdamW weight decay")
-    p.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="tokens per text (longer texts are truncated)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="fixes initialisation, dropout and batch order")
-    p.add_argument("--device", default=DEFAULTS.device, choices=["auto", "cpu", "cuda"], help="auto: CUDA when available (bf16 autocast), else CPU")
-    p.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every, help="evaluate every N steps (and at the end)")
-    p.add_argument("--eval-size", type=parse_eval_size, default=DEFAULTS.eval_size, help="test rows to evaluate on, or 'all'")
+    p.add_argument("--warmup-ratio", type=float, help="share of the steps with linear warmup (then linear decay to 0)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    p.add_argument("--max-length", type=int, help="tokens per text (longer texts are truncated)")
+    p.add_argument("--seed", type=int, help="fixes initialisation, dropout and batch order; 0 to 2**63 - 1")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available, else CPU")
+    p.add_argument("--precision", choices=list(PRECISIONS), help="auto: bfloat16 autocast on CUDA, float32 on the CPU")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps (and at the end)")
+    p.add_argument("--eval-size", type=parse_eval_size, help="test rows to evaluate on, or 'all'")
     return p
 
 
+def config_from_args(given: dict) -> FinetuneConfig:
+    """The run's config: the ``--config`` file's fields (if any), overridden by the options given."""
+    fields = dict(given)
+    file = fields.pop("config", None)
+    if "hparams" in fields:
+        fields["hparams"] = dict(fields["hparams"])
+    if fields.get("target_modules") == ["all-linear"]:
+        fields["target_modules"] = "all-linear"
+    config = load_config(file, **fields) if file is not None else FinetuneConfig.from_dict(fields)
+    if config.out_dir is None:
+        raise ValueError("name the run directory: --out RUN_DIR (or out_dir in the --config file)")
+    return config
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    targets = args.target_modules
+    given = vars(parser().parse_args(argv))
     try:
-        config = FinetuneConfig(
-            model=args.model, dataset=args.dataset, text_column=args.text_column, label_column=args.label_column,
-            method=args.method, budget=args.budget, hparams=dict(args.hparams) if args.hparams else None,
-            target_modules=targets[0] if targets == ["all-linear"] else targets,
-            steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, max_length=args.max_length,
-            seed=args.seed, device=args.device, eval_every=args.eval_every, eval_size=args.eval_size, out_dir=args.out,
-        )
+        config = config_from_args(given)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
