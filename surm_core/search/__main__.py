@@ -90,15 +90,15 @@ def report(study, search: Search, out: Path, stopped: bool) -> None:
           + (f", {running} running elsewhere" if running else "")
           + f"; {run_steps:,} training steps run, {saved:,} saved by pruning")
     points = front(study)
-    if not points:
+    if points:
+        print("Pareto front (accuracy vs trainable parameters):")
+        for t in points:
+            print(f"  trial {t.number:>3}  {t.user_attrs['trainable_params']:>10,} params  accuracy {t.value:.4f}  {describe(t)}")
+        top = best(study, search.space.max_params)
+        print(f"best: trial {top.number} ({top.value:.4f}), written to {out / 'best.json'}; train it longer with\n"
+              f"  python -m surm_core.finetune --config {out / 'best.json'} --steps 600 --out runs/best")
+    else:
         print("no trial completed yet")
-        return
-    print("Pareto front (accuracy vs trainable parameters):")
-    for t in points:
-        print(f"  trial {t.number:>3}  {t.user_attrs['trainable_params']:>10,} params  accuracy {t.value:.4f}  {describe(t)}")
-    top = best(study, search.space.max_params)
-    print(f"best: trial {top.number} ({top.value:.4f}), written to {out / 'best.json'}; train it longer with\n"
-          f"  python -m surm_core.finetune --config {out / 'best.json'} --steps 600 --out runs/best")
     if stopped:
         print("continue with the same command and --resume")
 

@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import warnings
 from pathlib import Path
@@ -134,11 +135,15 @@ def open_study(search: Search, storage, name: str, resume: bool) -> optuna.Study
     wanted, stored = search.identity(), study.user_attrs.get("search")
     if stored is None:
         study.set_user_attr("search", wanted)
-    elif stored != wanted:
-        diff = [f"{part}.{k}: {stored[part].get(k)!r} there, {v!r} here" for part in ("space", "run")
-                for k, v in wanted[part].items() if stored[part].get(k) != v]
-        raise ValueError(f"study {name!r} exists with a different search ({'; '.join(diff)}): "
-                         "resume it with its own settings or choose another --study")
+    else:
+        # A setting the engine gained after the study began is the same search at its default.
+        defaults = Search(search.space, FinetuneConfig()).identity()
+        diff = [f"{part}.{k}: {stored[part].get(k, defaults[part].get(k))!r} there, {v!r} here"
+                for part in ("space", "run") for k, v in wanted[part].items()
+                if stored[part].get(k, defaults[part].get(k)) != v]
+        if diff:
+            raise ValueError(f"study {name!r} exists with a different search ({'; '.join(diff)}): "
+                             "resume it with its own settings or choose another --study")
     return study
 
 
@@ -157,6 +162,7 @@ def run_trial(trial, config: FinetuneConfig, stop: threading.Event) -> float:
     trial.set_user_attr("config", {k: v for k, v in config.to_dict().items() if k != "out_dir"})
     trial.set_user_attr("run_dir", config.out_dir)
     trial.set_user_attr("interrupted", False)  # a retry starts with its original's attributes
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     pruned, counted_params = threading.Event(), []
 
     def on_event(event):
@@ -207,7 +213,12 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
         if on_trial is not None:
             on_trial(study, trial)
 
-    while not stop.is_set() and sum(counted(study)) < trials:
+    while not stop.is_set():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial is not running any more
+        if sum(counted(study)) >= trials:
+            break
         study.optimize(objective, n_trials=1, catch=(TrialFailed, Interrupted), callbacks=[after])
 
 
