@@ -26,14 +26,14 @@ EVENT_KEYS = {"event", "step", "total_steps", "loss", "train_acc", "eval_acc", "
 HIDDEN, LAYERS = 32, 2
 
 
-def make_tiny_model(directory) -> str:
-    """A 2-layer BERT (hidden 32, no dropout) with a WordPiece vocabulary of the topic words."""
+def make_tiny_model(directory, dropout=0.0) -> str:
+    """A 2-layer BERT (hidden 32, no dropout unless asked) with a WordPiece vocabulary of the topic words."""
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + " ".join(TOPICS.values()).split() + COMMON
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64, initializer_range=0.2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(directory, safe_serialization=True)
@@ -367,3 +367,86 @@ def test_cli_config_errors_are_one_clear_line(tiny, tmp_path, capsys):
     assert main(["--seed", "-1", "--out", str(tmp_path / "run")]) == 2
     assert "error: seed must be an integer from 0 to 2**63 - 1, got -1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+def test_evaluation_in_length_sorted_token_batches_matches_one_row_at_a_time(tiny, tmp_path, monkeypatch):
+    rng = random.Random(1)
+    path = tmp_path / "uneven.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(120):
+            label, words = rng.choice(list(TOPICS.items()))
+            writer.writerow([" ".join(rng.choice(words.split() + COMMON) for _ in range(rng.randint(1, 40))), label])
+    config = config_for(tiny, dataset=str(path), method="head-only", hparams=None, max_length=32, eval_size=None)
+    the_task = task.task_for(config)
+    torch.manual_seed(0)
+    model, _ = the_task.load_model()
+    rows = the_task.rows("test")
+    assert len({len(r["input_ids"]) for r in rows}) > 10  # lengths vary a lot
+    no_autocast = torch.autocast("cpu", enabled=False)
+
+    batches = []
+    collate, score = the_task.collate, the_task.score
+
+    def recording_collate(batch_rows):
+        batches.append([len(r["input_ids"]) for r in batch_rows])
+        return collate(batch_rows)
+
+    def checked_score(*args):
+        assert torch.is_inference_mode_enabled()
+        return score(*args)
+
+    monkeypatch.setattr(the_task, "collate", recording_collate)
+    monkeypatch.setattr(the_task, "score", checked_score)
+    budget = 96
+    accuracy = engine.evaluate(model, the_task, rows, budget, torch.device("cpu"), no_autocast)
+    lengths = [n for batch in batches for n in batch]
+    assert sorted(lengths, reverse=True) == lengths and len(lengths) == len(rows)  # each row once, longest first
+    assert all(len(b) * max(b) <= budget or len(b) == 1 for b in batches) and len(batches) < len(rows) / 2
+    monkeypatch.undo()
+
+    with torch.no_grad():  # one row at a time, no padding at all
+        one_by_one = [model(**the_task.collate([r])).logits.argmax(-1).item() == r["labels"] for r in rows]
+    assert accuracy == sum(one_by_one) / len(rows)
+
+
+@pytest.mark.parametrize("eval_size, rows", [(10, 10), (None, 40), ("all", 40), (1000, 40)])
+def test_eval_size_picks_the_evaluation_rows(tiny, eval_size, rows):
+    summary = run(config_for(tiny, steps=1, eval_size=eval_size))
+    assert summary["eval_rows"] == rows and round(summary["final_eval_acc"] * rows) == pytest.approx(summary["final_eval_acc"] * rows)
+
+
+@pytest.mark.parametrize("method", ["lowrank", "circulant", "toeplitz", "symmetric_toeplitz", "kronecker", "ldr", "monarch", "dense"])
+def test_every_family_trains_on_after_an_evaluation(tiny, method):
+    # evaluation runs in inference mode: nothing it computes may leak into the next training step
+    summary = run(config_for(tiny, method=method, hparams=None, steps=3, eval_every=1))
+    assert summary["stopped_reason"] == "completed" and summary["steps_done"] == 3
+
+
+# -- divergence ---------------------------------------------------------------------------------
+def test_a_diverging_run_stops_with_a_hint_and_keeps_no_weights(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["--model", tiny["model"], "--dataset", tiny["dataset"], "--family", "lowrank", "--hparams", "r=2",
+                 "--batch-size", "16", "--lr", "1e3", "--steps", "30", "--out", str(out)])
+    printed = capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    reason = summary["stopped_reason"]
+    assert reason.startswith("diverged at step ") and ": lower the learning rate (lr=1000)" in reason
+    bad_step = int(reason.split()[3].rstrip(":"))
+    assert code == 1 and f"error: {reason}" in printed.err and "failed: " in printed.out
+    assert summary["steps_done"] == bad_step - 1 and summary["final_eval_acc"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.jsonl", "summary.json"]
+    losses = [r["loss"] for r in read_metrics(out)[:-1]]
+    # the steps recorded before the one that tripped it: the last four were already 10× the first
+    assert all(math.isfinite(x) for x in losses) and all(x > 10 * losses[0] for x in losses[-engine.DIVERGENCE_STEPS + 1:])
+
+
+def test_the_divergence_guard_needs_several_steps_far_above_the_start():
+    progress = engine.Progress()
+    assert progress.check_loss(1, 1.0, 0.1) is None
+    for step, loss in enumerate([20.0, 20.0, 0.5, 20.0, 20.0, 20.0, 20.0], start=2):
+        assert progress.check_loss(step, loss, 0.1) is None  # a good step in between resets the count
+    assert progress.check_loss(9, 20.0, 0.1).startswith("diverged at step 9: lower the learning rate (lr=0.1)")
+    assert engine.Progress().check_loss(1, math.nan, 0.1) == "non-finite loss at step 1"

@@ -7,6 +7,9 @@ from .checkpoint import run_status
 from .config import BASELINES, FinetuneConfig, check_seed, load_config
 from .data import BBC_NEWS, DatasetError, TextDataset, load_dataset, split, tokenize
 from .engine import resume, run, weights_digest
+from .estimate import estimate_time
+from .inference import load_snippet, predict
+from .prepare import preview
 
 __all__ = [
     "BBC_NEWS",
@@ -22,5 +25,9 @@ __all__ = [
     "run",
     "resume",
     "run_status",
+    "preview",
+    "estimate_time",
+    "predict",
+    "load_snippet",
     "weights_digest",
 ]

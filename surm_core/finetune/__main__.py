@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import signal
 import sys
@@ -17,8 +18,9 @@ from tqdm import tqdm
 
 from ..families import FAMILIES
 from .data import BBC_NEWS
-from .config import BASELINES, PRECISIONS, FinetuneConfig, load_config
-from .engine import run
+from .config import BASELINES, PRECISIONS, TARGET_PRESETS, FinetuneConfig, load_config
+from .engine import resume, run
+from .estimate import estimate_time
 from ..runtime import reuse_large_buffers
 
 DEFAULTS = FinetuneConfig().to_dict()
@@ -56,10 +58,15 @@ def parser() -> argparse.ArgumentParser:
         description="Fine-tune a sequence classifier with a structured adapter (or the full / head-only "
         "baselines) and write metrics.jsonl, summary.json and the weights to a run directory. Under "
         "torchrun --nproc_per_node=N it trains with DistributedDataParallel. Ctrl-C stops the run "
-        "after the current step and keeps what it reached.",
+        "after the current step, evaluates and keeps what it reached (a second Ctrl-C interrupts at "
+        "once); --resume continues a stopped or killed run from its last checkpoint.",
         formatter_class=HelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the killed or stopped run in RUN_DIR where its last checkpoint left it (no other options)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the predicted wall time of the run as JSON (from a few measured steps) and exit without training")
     p.add_argument("--config", metavar="FILE",
                    help="a JSON object of config fields (a run directory's config.json is one); options given here override it")
     p.add_argument("--out", dest="out_dir", metavar="RUN_DIR",
@@ -74,8 +81,15 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--budget", type=int, help="adapter parameters per adapted layer (the family's most expressive member that fits)")
     size.add_argument("--hparams", nargs="+", type=parse_hparam, metavar="KEY=VALUE",
                       help="the family's hyperparameters instead of a budget, e.g. --hparams r=8 alpha=16 (lowrank), nblocks=4 blk_r=4 (monarch)")
-    p.add_argument("--target-modules", nargs="+", metavar="SUFFIX",
-                   help="module-name suffixes to adapt, or all-linear (default: the attention query/value projections)")
+    targets = p.add_mutually_exclusive_group()
+    targets.add_argument("--target-modules", nargs="+", metavar="SUFFIX",
+                         help=f"layers to adapt: a preset ({', '.join(TARGET_PRESETS)}) or module-name suffixes "
+                         "(default: attention-qv, the attention query/value projections)")
+    targets.add_argument("--target-regex", metavar="REGEX", dest="target_regex",
+                         help="layers to adapt: a regular expression matched against full module names")
+    p.add_argument("--lora-r", type=int, metavar="R", help="LoRA's rank (--family lowrank): the same as --hparams r=R")
+    p.add_argument("--lora-alpha", type=float, metavar="ALPHA",
+                   help="LoRA's alpha (--family lowrank; scale alpha/r): the same as --hparams alpha=ALPHA (default: alpha = r)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--epochs", type=float, help="passes over the training split; replaces --steps")
     p.add_argument("--batch-size", type=int, help="rows per step, over all processes")
@@ -91,24 +105,40 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(given: dict) -> FinetuneConfig:
+def config_from_args(given: dict, needs_out: bool = True) -> FinetuneConfig:
     """The run's config: the ``--config`` file's fields (if any), overridden by the options given."""
     fields = dict(given)
     file = fields.pop("config", None)
     if "hparams" in fields:
         fields["hparams"] = dict(fields["hparams"])
-    if fields.get("target_modules") == ["all-linear"]:
-        fields["target_modules"] = "all-linear"
+    lora = {k: fields.pop(f"lora_{k}") for k in ("r", "alpha") if f"lora_{k}" in fields}
+    if lora:
+        if "hparams" in fields or "budget" in fields:
+            raise ValueError("--lora-r/--lora-alpha set LoRA's hparams: give them without --hparams or --budget")
+        fields["hparams"] = lora
+    if "target_regex" in fields:
+        fields["target_modules"] = fields.pop("target_regex")
+    elif len(fields.get("target_modules", [])) == 1 and fields["target_modules"][0] in TARGET_PRESETS:
+        fields["target_modules"] = fields["target_modules"][0]
     config = load_config(file, **fields) if file is not None else FinetuneConfig.from_dict(fields)
-    if config.out_dir is None:
+    if lora and config.method != "lowrank":
+        raise ValueError(f"--lora-r/--lora-alpha are LoRA's (--family lowrank), not {config.method!r}'s; use --hparams")
+    if needs_out and config.out_dir is None:
         raise ValueError("name the run directory: --out RUN_DIR (or out_dir in the --config file)")
     return config
 
 
 def main(argv=None) -> int:
     given = vars(parser().parse_args(argv))
+    resume_dir = given.pop("resume", None)
+    estimate = given.pop("estimate", False)
     try:
-        config = config_from_args(given)
+        if resume_dir is not None and given:
+            raise ValueError(f"--resume continues a run with its own config.json; drop {', '.join(sorted(given))}")
+        if estimate:
+            print(json.dumps(estimate_time(config_from_args(given, needs_out=False))))
+            return 0
+        config = config_from_args(given) if resume_dir is None else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -139,22 +169,32 @@ def main(argv=None) -> int:
             bar.write(line) if not bar.disable else print(line, flush=True)
 
     try:
-        summary = run(config, on_event=on_event, should_stop=stop.is_set)
+        if resume_dir is not None:
+            summary = resume(resume_dir, on_event=on_event, should_stop=stop.is_set)
+        else:
+            summary = run(config, on_event=on_event, should_stop=stop.is_set)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)
+    reason = summary["stopped_reason"]
     if rank0:
         final, best = (f"{a:.4f}" if a is not None else "n/a" for a in (summary["final_eval_acc"], summary["best_eval_acc"]))
         print(
-            f"{summary['stopped_reason']}: {summary['steps_done']} steps, eval accuracy {final} (best {best}), "
-            f"{summary['trainable_params']:,} trainable parameters, {summary['examples_per_s'] or 0:.1f} examples/s, "
-            f"{summary['wall_time_s']:.1f} s on {summary['device']} x{summary['world_size']} processes\n"
+            f"{reason if reason in ('completed', 'stopped') else 'failed'}: {summary['steps_done']} steps, "
+            f"eval accuracy {final} (best {best}), {summary['trainable_params']:,} trainable parameters, "
+            f"{summary['examples_per_s'] or 0:.1f} examples/s, {summary['wall_time_s']:.1f} s on {summary['device']} "
+            f"x{summary['world_size']} processes (loading {summary['load_s']:.1f} s, steps {summary['train_s']:.1f} s, "
+            f"evaluation {summary['eval_s']:.1f} s)\n"
             f"run directory: {summary['run_dir']}"
         )
-    return 0 if summary["stopped_reason"] in ("completed", "stopped") else 1
+        if reason == "stopped":
+            print(f"resume it with: python -m surm_core.finetune --resume {summary['run_dir']}")
+        elif reason != "completed":
+            print(f"error: {reason}", file=sys.stderr)
+    return 0 if reason in ("completed", "stopped") else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 from ..families import FAMILIES
@@ -21,6 +22,8 @@ BASELINES = ("full", "head-only")
 #: carry as a plain non-negative integer.
 SEED_LIMIT = 2**63
 PRECISIONS = ("auto", "fp32", "bf16")
+#: Presets of ``target_modules`` (see :mod:`surm_core.finetune.prepare` for what they select).
+TARGET_PRESETS = ("attention-qv", "attention-all", "all-linear")
 
 
 @dataclasses.dataclass
@@ -105,6 +108,7 @@ class FinetuneConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_targets(self.target_modules)
         for name in ("model", "dataset"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
@@ -146,6 +150,22 @@ def load_config(path, **overrides) -> FinetuneConfig:
     if not isinstance(fields, dict):
         raise ValueError(f"the config file {path.name} must hold a JSON object of fields, not a {type(fields).__name__}")
     return FinetuneConfig.from_dict({**fields, **overrides})
+
+
+def check_targets(targets) -> None:
+    """A preset or regular expression (a string) or a list of module-name suffixes; whether they
+    match anything is known once the model is loaded."""
+    if targets is None:
+        return
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as e:
+            raise ValueError(f"target_modules {targets!r} is not a preset {TARGET_PRESETS} nor a valid regular expression: {e}") from None
+        return
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(f"target_modules must be a preset {TARGET_PRESETS}, a regular expression or a non-empty "
+                         f"list of module-name suffixes, got {targets!r}")
 
 
 def default_lr(method: str) -> float:

@@ -30,9 +30,10 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 
-from ..adapters import AdapterConfig, inject, save_adapter
+from ..adapters import save_adapter
 from . import checkpoint as ckpt
 from .config import BASELINES, FinetuneConfig, load_config
+from .prepare import prepare
 from .task import task_for
 
 #: Step events reach ``on_event`` at most this often; evaluations and the end always do.
@@ -182,25 +183,11 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
     rank, world = rank_and_world()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {world} processes")
-    task = task_for(config)
-    if config.batch_size > len(task.train_split):
-        raise ValueError(f"batch_size {config.batch_size} is larger than the training split ({len(task.train_split)} rows)")
-
-    torch.manual_seed(config.seed)
-    model, _ = task.load_model()
-    head = task.head(model)
-    prepare(model, config, head)
-    model.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    trainable_params = sum(p.numel() for p in trainable)
-    head_params = sum(p.numel() for n in head for p in model.get_submodule(n).parameters())
-
-    train_rows = task.rows("train")
-    eval_rows = task.rows("test", config.eval_size)
-    batches_per_epoch = len(train_rows) // config.batch_size
-    total_steps = math.ceil(config.epochs * batches_per_epoch) if config.epochs is not None else config.steps
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    built = build(config, device)
+    task, model, optimizer, schedule = built.task, built.model, built.optimizer, built.schedule
+    train_rows, eval_rows, total_steps, autocast = built.train_rows, built.eval_rows, built.total_steps, built.autocast
+    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    head_params = sum(p.numel() for n in built.head for p in model.get_submodule(n).parameters())
 
     progress = Progress()
     saved = ckpt.read_checkpoint(run_dir) if resuming else None
@@ -215,8 +202,7 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
-    eval_tokens = EVAL_BATCH_FACTOR * config.batch_size // world * config.max_length
+    eval_tokens = eval_batch_tokens(config, world)
     base = {"total_steps": total_steps, "trainable_params": trainable_params, "device": describe(device)}
 
     def evaluate_timed() -> float:
@@ -330,19 +316,46 @@ def train(config, device, run_dir, resuming, started, on_event, should_stop) -> 
     return summary
 
 
-def prepare(model, config: FinetuneConfig, head: list[str]) -> None:
-    """Make the tensors ``config.method`` trains trainable (and only those): the head's always."""
-    if config.method == "full":
-        model.requires_grad_(True)
-    elif config.method == "head-only":
-        model.requires_grad_(False)
-        for name in head:
-            model.get_submodule(name).requires_grad_(True)
-    else:
-        inject(model, AdapterConfig(
-            config.method, target_modules=config.target_modules, budget=config.budget,
-            hparams=config.hparams, modules_to_save=head,
-        ))
+@dataclasses.dataclass
+class Built:
+    """A run's pieces, ready to train: what :func:`build` returns."""
+
+    task: object
+    model: torch.nn.Module
+    head: list
+    train_rows: list
+    eval_rows: list
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    autocast: torch.autocast
+
+
+def build(config: FinetuneConfig, device: torch.device) -> Built:
+    """Load the data and the model, make the method's tensors trainable, tokenize, and make the
+    optimizer and its schedule; the seed is set first, so the same config builds the same run."""
+    task = task_for(config)
+    if config.batch_size > len(task.train_split):
+        raise ValueError(f"batch_size {config.batch_size} is larger than the training split ({len(task.train_split)} rows)")
+    torch.manual_seed(config.seed)
+    model, _ = task.load_model()
+    head = task.head(model)
+    prepare(model, config, head)
+    model.to(device)
+    train_rows = task.rows("train")
+    eval_rows = task.rows("test", config.eval_size)
+    batches_per_epoch = len(train_rows) // config.batch_size
+    total_steps = math.ceil(config.epochs * batches_per_epoch) if config.epochs is not None else config.steps
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
+    return Built(task, model, head, train_rows, eval_rows, total_steps, optimizer, schedule, autocast)
+
+
+def eval_batch_tokens(config: FinetuneConfig, world: int = 1) -> int:
+    """Padded tokens per evaluation batch in each process: ``EVAL_BATCH_FACTOR`` training batches'."""
+    return EVAL_BATCH_FACTOR * (config.batch_size // world) * config.max_length
 
 
 def batch_indices(n: int, batch_size: int, seed: int, rank: int, world: int):
@@ -370,16 +383,22 @@ def evaluate(model, task, rows: list[dict], batch_tokens: int, device, autocast)
     """
     rank, world = rank_and_world()
     model.eval()
-    mine = sorted(rows[rank::world], key=task.length, reverse=True)
     totals = torch.zeros(2, dtype=torch.float64)
-    start = 0
     with torch.inference_mode():
-        while start < len(mine):
-            size = max(1, batch_tokens // task.length(mine[start]))
-            batch = task.collate(mine[start:start + size]).to(device)
-            totals += task.score(model, batch, autocast).cpu()
-            start += size
+        for batch_rows in eval_batches(rows[rank::world], task, batch_tokens):
+            totals += task.score(model, task.collate(batch_rows).to(device), autocast).cpu()
     return task.metric_value(global_sum(totals.clone().to(device)))
+
+
+def eval_batches(rows: list[dict], task, batch_tokens: int) -> list[list[dict]]:
+    """``rows`` longest first, cut into batches of at most ``batch_tokens`` padded tokens (or one row)."""
+    rows = sorted(rows, key=task.length, reverse=True)
+    batches, start = [], 0
+    while start < len(rows):
+        size = max(1, batch_tokens // task.length(rows[start]))
+        batches.append(rows[start:start + size])
+        start += size
+    return batches
 
 
 def global_sum(values: torch.Tensor) -> torch.Tensor:
