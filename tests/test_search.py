@@ -34,7 +34,8 @@ def tiny(tmp_path_factory):
 def tiny_search(tiny, families=("circulant", "lowrank", "monarch", "head-only"), **space) -> Search:
     run = FinetuneConfig(model=tiny["model"], dataset=tiny["dataset"], steps=6, eval_every=2, batch_size=16,
                          max_length=16, device="cpu")
-    return Search(SearchSpace(list(families), **(space or {"max_budget": 128})), run)
+    limit = {} if {"max_budget", "max_params"} & set(space) else {"max_budget": 128}
+    return Search(SearchSpace(list(families), **limit, **space), run)
 
 
 def cli_args(tiny, out, *extra) -> list[str]:
@@ -54,11 +55,11 @@ def finished(study) -> list:
 # -- the search space -------------------------------------------------------------------------------
 
 def test_suggest_turns_sampled_values_into_a_finetune_config():
-    layers = Layers({"default": [(384, 384)] * 12}, head_params=1925)
+    layers = Layers({"attention-qv": [(384, 384)] * 12}, head_params=1925)
     space = SearchSpace(["monarch", "ldr", "circulant", "head-only"], max_budget=6144)
     pick = lambda **p: space.suggest(FixedTrial(p), layers)  # noqa: E731
     assert pick(family="monarch", **{"monarch.lr": 0.1, "monarch.budget": 3072, "monarch.nblocks": 4}) == {
-        "method": "monarch", "budget": None, "hparams": {"nblocks": 4, "blk_r": 4}, "target_modules": None, "lr": 0.1}
+        "method": "monarch", "budget": None, "hparams": {"nblocks": 4, "blk_r": 4}, "target_modules": "attention-qv", "lr": 0.1}
     # 768 per layer: MoRe's 384 blocks of rank 1 (a diagonal map) or 4 blocks of rank 1 ...
     assert pick(family="monarch", **{"monarch.lr": 0.1, "monarch.budget": 768, "monarch.nblocks": 384})["hparams"] == {"nblocks": 384, "blk_r": 1}
     # ... and 5 blocks need 770 (padding), so the largest fewer blocks that fit
@@ -88,11 +89,18 @@ def test_member_rules_fit_the_budget_on_every_layer():
 
 
 def test_a_total_parameter_cap_lowers_the_budget_per_layer():
-    layers = Layers({"default": [(384, 384)] * 12, "all-linear": [(384, 384)] * 24}, head_params=1925)
-    space = SearchSpace(["lowrank"], max_params=1925 + 12 * 3072, targets=["default", "all-linear"])
+    layers = Layers({"attention-qv": [(384, 384)] * 12, "all-linear": [(384, 384)] * 24}, head_params=1925)
+    space = SearchSpace(["lowrank"], max_params=1925 + 12 * 3072, targets=["attention-qv", "all-linear"])
     trial = {"lowrank.lr": 0.01, "lowrank.budget": 3072}
-    assert space.suggest(FixedTrial({**trial, "targets": "default"}), layers)["budget"] == 3072
+    assert space.suggest(FixedTrial({**trial, "targets": "attention-qv"}), layers)["budget"] == 3072
     assert space.suggest(FixedTrial({**trial, "targets": "all-linear"}), layers)["budget"] == 1536
+
+
+def test_layers_come_from_the_engine_target_presets(tiny):
+    layers = study_module.describe_model(tiny_search(tiny).run, ["attention-qv", "all-linear", "query,key"])
+    assert layers.shapes["attention-qv"] == [(32, 32)] * 4  # query and value of 2 layers
+    assert sorted(set(layers.shapes["all-linear"])) == [(32, 32), (32, 64), (64, 32)]
+    assert len(layers.shapes["query,key"]) == 4 and layers.head_params == 4 * 32 + 4
 
 
 def test_front_pruner_compares_only_with_trials_no_larger():
@@ -115,7 +123,8 @@ def test_front_pruner_compares_only_with_trials_no_larger():
 # -- searches on the tiny model ----------------------------------------------------------------------
 
 def test_a_six_trial_search_completes_with_a_non_dominated_front(tiny, tmp_path, capsys):
-    study = run_search(tiny_search(tiny), tmp_path / "s", trials=6, on_trial=study_module.print_trial)
+    search = tiny_search(tiny, targets=["attention-qv", "all-linear"])
+    study = run_search(search, tmp_path / "s", trials=6, on_trial=study_module.print_trial)
     assert len(finished(study)) == 6
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial")]
     assert len(lines) == 6 and all("done" in line for line in lines)

@@ -13,13 +13,12 @@ JSON that ``python -m surm_core.finetune --config FILE`` trains.
 >>> best(study).user_attrs["config"]["method"]               # doctest: +SKIP
 'monarch'
 """
-from .space import HEAD_ONLY, LR_RANGES, TARGET_PRESETS, Layers, SearchSpace
+from .space import HEAD_ONLY, LR_RANGES, Layers, SearchSpace
 from .study import FrontPruner, Search, best, export_config, front, run_search, write_config
 
 __all__ = [
     "HEAD_ONLY",
     "LR_RANGES",
-    "TARGET_PRESETS",
     "Layers",
     "SearchSpace",
     "Search",

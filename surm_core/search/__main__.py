@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..families import FAMILIES
 from ..finetune import BBC_NEWS, FinetuneConfig
-from .space import HEAD_ONLY, TARGET_PRESETS, SearchSpace
+from ..finetune.config import TARGET_PRESETS
+from .space import HEAD_ONLY, SearchSpace
 from .study import Search, best, counted, describe, front, open_storage, print_trial, run_search, steps_saved, write_config
 
 
@@ -30,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--max-budget", type=int, help="largest adapter budget per layer (parameters)")
     size.add_argument("--max-params", type=int, help="largest number of trainable parameters in all (adapters and head)")
-    p.add_argument("--targets", nargs="+", default=["default"],
+    p.add_argument("--targets", nargs="+", default=["attention-qv"],
                    help=f"target-module presets to try: {', '.join(TARGET_PRESETS)}, or comma-separated module names")
     p.add_argument("--trials", type=int, default=40, help="trials to finish (complete, pruned or failed)")
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per trial")

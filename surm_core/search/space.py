@@ -1,9 +1,9 @@
 """What a structure search samples: family, size, target modules and learning rate of one trial.
 
 >>> space = SearchSpace(["circulant", "monarch", "lowrank"], max_budget=3072)
->>> layers = Layers({"default": [(384, 384)] * 12}, head_params=1925)
+>>> layers = Layers({"attention-qv": [(384, 384)] * 12}, head_params=1925)
 >>> space.check(layers)     # ValueError before any trial when a family cannot fit
->>> space.smallest("monarch", layers.shapes["default"])
+>>> space.smallest("monarch", layers.shapes["attention-qv"])
 768
 
 Per trial (Optuna's define-by-run, so each family has its own parameters):
@@ -20,8 +20,9 @@ Per trial (Optuna's define-by-run, so each family has its own parameters):
   ``(nblocks, blk_r)`` is reachable.
 * ``ldr.r`` (log-uniform 1 … 16): the displacement rank (or the largest lower one that fits),
   with the smallest tiles within the budget.
-* ``targets``: a target-module preset, when more than one is given (:data:`TARGET_PRESETS`, or
-  comma-separated module-name suffixes such as ``query,key,value``).
+* ``targets``: a target-module preset, when more than one is given (the engine's
+  ``attention-qv``, ``attention-all``, ``all-linear``, or comma-separated module-name suffixes
+  such as ``query,key,value``).
 * ``<family>.lr``: the peak learning rate, log-uniform over the family's range in
   :data:`LR_RANGES` (the prior: structured maps start at zero and move few parameters, so they
   want larger steps than LoRA; the ranges hold every rate the Pareto study in
@@ -35,10 +36,10 @@ from ..adapters.layer import layer_shape
 from ..adapters.targets import head_names, match_targets
 from ..families import FAMILIES
 from ..families.monarch import monarch_dims
+from ..finetune.config import TARGET_PRESETS
+from ..finetune.prepare import resolve_targets
 
 HEAD_ONLY = "head-only"
-#: Target-module presets by name; anything else is read as comma-separated name suffixes.
-TARGET_PRESETS = {"default": None, "all-linear": "all-linear"}
 #: Peak learning-rate range per family (log-uniform); families not listed take ``STRUCTURED_LR``.
 STRUCTURED_LR = (1e-3, 1e-1)
 LR_RANGES = {
@@ -63,15 +64,17 @@ class Layers:
 
 def model_layers(model, targets) -> Layers:
     """:class:`Layers` of a loaded ``model`` (with its classification head) for the presets ``targets``."""
-    shapes = {t: [layer_shape(model.get_submodule(n)) for n in match_targets(model, target_modules(t))] for t in targets}
+    shapes = {t: [layer_shape(model.get_submodule(n)) for n in match_targets(model, resolve_targets(model, target_modules(t)))]
+              for t in targets}
     head = sum(p.numel() for n in head_names(model) for p in model.get_submodule(n).parameters())
     return Layers(shapes, head)
 
 
 def target_modules(preset: str):
-    """A preset's ``target_modules`` value for :class:`surm_core.AdapterConfig`."""
+    """A preset's ``target_modules`` value for :class:`surm_core.finetune.FinetuneConfig`: the
+    engine's preset name, or the list of comma-separated module-name suffixes."""
     if preset in TARGET_PRESETS:
-        return TARGET_PRESETS[preset]
+        return preset
     names = [n.strip() for n in preset.split(",")]
     if not all(names):
         raise ValueError(f"target preset {preset!r}: use one of {list(TARGET_PRESETS)} or comma-separated module names")
@@ -85,7 +88,7 @@ class SearchSpace:
     families: list[str]
     max_budget: int | None = None
     max_params: int | None = None
-    targets: list[str] = dataclasses.field(default_factory=lambda: ["default"])
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["attention-qv"])
 
     def __post_init__(self):
         self.families, self.targets = list(self.families), list(self.targets)

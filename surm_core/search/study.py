@@ -32,8 +32,9 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..finetune import FinetuneConfig, load_dataset, run
-from ..models import DEFAULT_MODEL, load_model
+from ..finetune import FinetuneConfig, run
+from ..finetune.prepare import base_model, dataset_labels, file_stamp
+from ..models import DEFAULT_MODEL
 from .space import Layers, SearchSpace, model_layers
 
 #: Fields of a trial's FinetuneConfig that the search space sets; the rest come from the template.
@@ -223,10 +224,10 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
 
 
 def describe_model(template: FinetuneConfig, targets) -> Layers:
-    """Load the data and the model once to learn the adapted layers' shapes (and check both)."""
-    data = load_dataset(template.dataset, template.text_column, template.label_column)
-    model, _ = load_model(template.model, num_labels=len(data.label_names))
-    return model_layers(model, targets)
+    """Load the data's labels and the model once (the engine's cached copies) to learn the adapted
+    layers' shapes; a bad dataset or model is a ValueError here, before any trial."""
+    labels = dataset_labels(template.dataset, template.text_column, template.label_column, *file_stamp(template.dataset))
+    return model_layers(base_model(template.model, labels), targets)
 
 
 def worker(search: Search, layers: Layers, out: str, storage_url, name: str, trials: int, threads: int) -> None:
