@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
+import os
 import random
 import socket
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -67,10 +70,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_app(runs_dir):
-    """The app served on 127.0.0.1 at a free port, as ``python app.py`` serves it; yields its URL."""
+def served_app(runs_dir, **options):
+    """The app served on 127.0.0.1 at a free port, as ``python app.py`` serves it (``options``: those of
+    ``app.serve``); yields its URL."""
     port = free_port()
-    demo = app.serve("127.0.0.1", port, runs_dir=runs_dir, block=False)
+    demo = app.serve("127.0.0.1", port, runs_dir=runs_dir, block=False, **options)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -118,6 +122,34 @@ def test_serves_on_localhost_7860_unless_flags_or_environment_say_otherwise(monk
     monkeypatch.setenv("SURM_PORT", "http")
     with pytest.raises(SystemExit):  # argparse prints "argument --port: invalid int value: 'http'"
         app.parse_args([])
+
+
+def test_auth_shared_runs_and_limits_from_flags_or_environment(monkeypatch):
+    for name in ("SURM_AUTH", "SURM_SHARED_RUNS"):
+        monkeypatch.delenv(name, raising=False)
+    args = app.parse_args([])
+    assert (args.auth, args.shared_runs) == (None, False)
+    assert (args.max_steps, args.max_classes, args.max_upload_mb) == (5000, 100, 20.0)
+    args = app.parse_args(["--auth", "alice:s3:cret", "--shared-runs", "--max-steps", "50", "--max-upload-mb", "2"])
+    assert (args.auth, args.shared_runs, args.max_steps, args.max_upload_mb) == (("alice", "s3:cret"), True, 50, 2.0)
+    monkeypatch.setenv("SURM_AUTH", "bob:pw")
+    monkeypatch.setenv("SURM_SHARED_RUNS", "1")
+    args = app.parse_args([])
+    assert (args.auth, args.shared_runs) == (("bob", "pw"), True)
+    for bad in (["--auth", "alice"], ["--auth", ":pw"], ["--auth", "alice:"]):
+        with pytest.raises(SystemExit):  # "expected USER:PASSWORD, both non-empty"
+            app.parse_args(bad)
+
+
+def test_a_server_reachable_from_other_machines_without_auth_warns_what_is_exposed():
+    warning = app.exposure_warning("0.0.0.0", share=False, auth=None, shared_runs=False)
+    for exposed in ("without --auth", "fine-tune on this machine", "upload datasets", "load any model directory"):
+        assert exposed in warning
+    assert "every run" in app.exposure_warning("0.0.0.0", False, None, shared_runs=True)
+    assert "gradio.live" in app.exposure_warning("127.0.0.1", share=True, auth=None, shared_runs=False)
+    assert app.exposure_warning("0.0.0.0", False, ("alice", "pw"), False) is None
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert app.exposure_warning(host, False, None, False) is None
 
 
 # -- session: Explore ------------------------------------------------------------------------------
@@ -221,50 +253,110 @@ def test_compare_shows_ldr_last_and_only_up_to_its_budget_limit():
 
 
 # -- session: Fine-tune ----------------------------------------------------------------------------
-def test_finetune_config_defaults_and_baselines(tmp_path):
-    config = session.finetune_config(tmp_path, "", None, "kronecker", 512, 10, 8, 1e-3, 0)
-    assert (config.model, config.dataset, config.budget) == (DEFAULT_MODEL, BBC_NEWS, 512)
-    assert Path(config.out_dir).parent == tmp_path and Path(config.out_dir).is_dir()
-    assert session.run_name(config.to_dict()) == "kronecker 512"
-    full = session.finetune_config(tmp_path, None, "x.csv", "full", 512, 10, 8, 1e-3, 0, " body ", "")
+def test_finetune_config_defaults_and_baselines():
+    config = session.finetune_config("", None, "kronecker", 512, 10, 8, 1e-3, 0)
+    assert (config.model, config.dataset, config.budget, config.target_modules) == (DEFAULT_MODEL, BBC_NEWS, 512, "attention-qv")
+    assert session.default_run_name(config) == "kronecker-512-q,v-s0"
+    full = session.finetune_config(None, "x.csv", "full", 512, 10, 8, 1e-3, 0, text_column=" body ", label_column="")
     assert (full.budget, full.dataset, full.text_column, full.label_column) == (None, "x.csv", "body", None)
-    assert full.out_dir != config.out_dir
+    assert session.default_run_name(full) == "full-s0"
+    lora = session.finetune_config("", None, "lowrank", None, 10, 8, 1e-3, 2, rank=4, alpha=8, targets="all-linear")
+    assert (lora.budget, lora.hparams, lora.target_modules) == (None, {"r": 4, "alpha": 8}, "all-linear")
+    assert session.default_run_name(lora) == "lowrank-r4-a8-all-linear-s2"
+    custom = session.finetune_config("", None, "monarch", 768, 10, 8, 1e-3, 0, targets="custom",
+                                     custom_targets="query, key ,value", eval_size="all")
+    assert (custom.target_modules, custom.eval_size) == (["query", "key", "value"], None)
+    assert session.default_run_name(custom) == "monarch-768-query,key,value-s0"
+    regex = session.finetune_config("", None, "circulant", 64, 10, 8, 1e-3, 0, targets="custom",
+                                    custom_targets=r" .*attention\.self\.(query|key) ")
+    assert regex.target_modules == r".*attention\.self\.(query|key)"
+    assert session.default_run_name(regex) == "circulant-64-re-s0"
+    every = session.finetune_config("", None, "circulant", 64, 10, 8, 1e-3, 0, targets="attention-all")
+    assert session.default_run_name(every) == "circulant-64-q,k,v,o-s0"
 
 
 @pytest.mark.parametrize("args, message", [
     (("dense", 512, 10, 8, 1e-3, 0), "method must be one of"),
     (("circulant", 0, 10, 8, 1e-3, 0), "budget must be a positive integer"),
     (("circulant", 512, 0, 8, 1e-3, 0), "steps must be a positive integer"),
-    (("circulant", 512, 10, 8, -1.0, 0), "lr must be a positive"),
+    (("circulant", 512, 10, 8, -1.0, 0), "learning rate must be a positive number"),
+    # what an API client (or a cleared field) can send for a number: our message, not Gradio's
+    (("circulant", 512, "abc", 8, 1e-3, 0), "steps must be a positive integer, got 'abc'"),
+    (("circulant", 512, None, 8, 1e-3, 0), "steps must be a positive integer, got None"),
+    (("circulant", float("nan"), 10, 8, 1e-3, 0), "budget must be a positive integer, got nan"),
+    (("circulant", 512, 10, 8, float("nan"), 0), "learning rate must be a positive number, got nan"),
+    (("circulant", 512, 10, 8, 1e-3, None), "seed must be an integer from 0 to 2\\*\\*63 - 1, got None"),
+    (("circulant", 512, 10, 8, 1e-3, 2**64), "seed must be an integer from 0 to 2\\*\\*63 - 1"),
+    (("circulant", 512, 10**9, 8, 1e-3, 0), "more than this server allows"),
 ])
-def test_finetune_config_rejects_bad_settings(tmp_path, args, message):
+def test_finetune_config_rejects_bad_settings(args, message):
     with pytest.raises(ValueError, match=message):
-        session.finetune_config(tmp_path, None, None, *args)
+        session.finetune_config(None, None, *args)
 
 
-def test_job_runs_in_a_thread_and_stops_within_a_step(tiny, tmp_path):
+def test_run_names_are_made_safe_and_unique(tmp_path):
+    assert session.check_run_name("my run/../x?") == "my-run-..-x"
+    with pytest.raises(ValueError, match="at least one letter"):
+        session.check_run_name(" /// ")
+    first, second = (session.new_run_dir(tmp_path, "circulant-384-q,v-s0") for _ in range(2))
+    assert (first.name, second.name) == ("circulant-384-q,v-s0", "circulant-384-q,v-s0-2")
+
+
+def test_limits_refuse_large_datasets_before_anything_starts(tiny, tmp_path):
+    _, data = tiny
+    config = session.finetune_config("", data, "circulant", 16, 10, 8, 1e-3, 0)
+    record = session.check_dataset(config, session.Limits())
+    assert record == {"name": "topics.csv", "sha256": hashlib.sha256(Path(data).read_bytes()).hexdigest()}
+    with pytest.raises(ValueError, match="2 classes, more than this server allows"):
+        session.check_dataset(config, session.Limits(max_classes=1))
+    with pytest.raises(ValueError, match="MB, more than this server accepts"):
+        session.check_dataset(config, session.Limits(max_upload_mb=1e-4))
+    with pytest.raises(ValueError, match="steps = 11 is more than this server allows"):
+        session.finetune_config("", data, "circulant", 16, 11, 8, 1e-3, 0, limits=session.Limits(max_steps=10))
+
+
+def test_job_trains_in_its_own_process_and_stops_within_a_step(tiny, tmp_path):
     model, data = tiny
-    config = FinetuneConfig(model=model, dataset=data, method="circulant", budget=16, steps=10_000,
-                            batch_size=8, eval_every=10_000, out_dir=str(tmp_path / "run"))
-    job = session.FinetuneJob(config).start()
-    while not job.events:
-        assert not job.wait(0.05), job.error
+    config = session.finetune_config(model, data, "circulant", 16, 5000, 8, 1e-2, 0, eval_every=5000)
+    job = session.new_run(tmp_path, config, "", session.Limits()).start()
+    while not job.events():
+        assert not job.wait(0.1), job.error
+    assert job.process.pid != os.getpid()
     job.stop()
-    assert job.wait(60)
-    assert job.summary["stopped_reason"] == "stopped" and 0 < job.summary["steps_done"] < 10_000
+    assert job.wait(120)
+    assert job.summary["stopped_reason"] == "stopped" and 0 < job.summary["steps_done"] < 5000
     assert job.status().startswith("Done (stopped): Step")
     assert 0 < job.progress() < 1
+    record = json.loads((job.run_dir / "run.json").read_text())
+    assert record["dataset"]["name"] == "topics.csv" and (job.run_dir / "data" / "topics.csv").is_file()
+    # no server path anywhere in what the run wrote: the dataset is the run's own copy
+    for name in ("summary.json", "run.json", "config.json"):
+        assert data not in (job.run_dir / name).read_text()
 
 
-def test_job_failure_is_a_message_and_leaves_no_empty_run_dir(tmp_path):
-    run_dir = session.new_run_dir(tmp_path, "circulant 16")
-    config = FinetuneConfig(model=str(tmp_path / "missing"), dataset=BBC_NEWS, method="circulant",
-                            budget=16, out_dir=str(run_dir))
-    job = session.FinetuneJob(config).start()
-    assert job.wait(60)
-    assert job.summary is None and "could not load model" in job.error
-    assert job.status() == f"Failed: {job.error}"
-    assert not run_dir.exists()
+def test_job_failure_is_a_message_and_leaves_no_run_dir(tmp_path):
+    messages = []
+    for missing in (tmp_path / "missing", tmp_path):  # no such directory, and a directory without a model
+        config = session.finetune_config(str(missing), None, "circulant", 16, 10, 8, 1e-3, 0)
+        job = session.new_run(tmp_path / "runs", config, "x", session.Limits()).start()
+        assert job.wait(120)
+        assert job.summary is None and job.status() == f"Failed: {job.error}"
+        assert not job.run_dir.exists()
+        messages.append(job.error.replace(str(missing), "<model>"))
+    # which server directories exist is not told apart
+    assert messages[0] == messages[1] == ("could not load a model from '<model>': give a local model directory "
+                                          "or a Hugging Face hub id")
+
+
+def test_device_line_serves_in_arrival_order_and_lets_the_cancelled_go():
+    line, stop = session.DeviceLine(), threading.Event()
+    for who in "abc":
+        line.join(who)
+    assert [line.position(w) for w in "abc"] == [0, 1, 2]
+    stop.set()
+    assert not line.wait_turn("c", stop) and line.position("c") is None
+    line.leave("a")
+    assert line.wait_turn("b", threading.Event())
 
 
 def test_reference_params_count_lora_r8_and_the_whole_model(tiny):
@@ -275,40 +367,79 @@ def test_reference_params_count_lora_r8_and_the_whole_model(tiny):
     assert session.reference_params(model_dir, 2) == {"LoRA r=8": lora + head, "full fine-tuning": full}
 
 
-def fake_run(runs_dir, name, method, params, acc, budget=None, model="m", dataset="d.csv"):
-    run_dir = Path(runs_dir) / name
+def fake_run(workspace, name, method, params, acc, budget=None, model="m", dataset="d.csv", started="2025-01-01",
+             reason="completed"):
+    run_dir = Path(workspace) / name
     (run_dir / "adapter").mkdir(parents=True)
     (run_dir / "adapter" / "adapter.safetensors").write_bytes(b"weights")
     (run_dir / "metrics.jsonl").write_text("{}\n")
+    (run_dir / "process.log").write_text("not for download\n")
+    (run_dir / "run.json").write_text(json.dumps({"name": name, "started": started, "dataset": {"name": dataset}}))
     summary = {"trainable_params": params, "final_eval_acc": acc, "best_eval_acc": acc, "steps_done": 5,
-               "examples_per_s": 12.345, "wall_time_s": 3.21, "device": "cpu", "stopped_reason": "completed",
-               "labels": ["a", "b"], "run_dir": str(run_dir),
-               "config": {"method": method, "budget": budget, "model": model, "dataset": dataset}}
+               "examples_per_s": 12.345, "wall_time_s": 3.21, "device": "cpu", "stopped_reason": reason,
+               "labels": ["a", "b"], "run_dir": ".",
+               "config": {"method": method, "budget": budget, "model": model, "dataset": "data/" + dataset}}
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir
 
 
 def test_runs_table_reads_summaries_in_start_order(tmp_path):
-    fake_run(tmp_path, "20250102-000000-lowrank-64", "lowrank", 200, 0.75, 64, dataset="/tmp/x/other.csv")
-    fake_run(tmp_path, "20250101-000000-full", "full", 9000, 0.875)
-    (tmp_path / "20250103-000000-running").mkdir()  # no summary yet: not a finished run
-    runs = session.load_runs(tmp_path)
-    assert [r["dir"] for r in runs] == ["20250101-000000-full", "20250102-000000-lowrank-64"]
-    assert [r["name"] for r in runs] == ["full", "lowrank 64"]
+    fake_run(tmp_path, "lowrank-r8-q,v-s0", "lowrank", 200, 0.75, model=DEFAULT_MODEL, dataset="other.csv",
+             started="2025-01-02 00:00:00")
+    fake_run(tmp_path, "full-s0", "full", 9000, 0.875, model="/srv/models/tiny-bert", started="2025-01-01 00:00:00")
+    running = tmp_path / "circulant-384-q,v-s0"
+    running.mkdir()
+    (running / "run.json").write_text(json.dumps({"name": "c", "started": "2025-01-03", "dataset": {"name": "d"}}))
+    (running / "config.json").write_text(json.dumps(FinetuneConfig(method="circulant", budget=384).to_dict()))
+    runs, notes = session.load_runs(tmp_path, active={running: "running"})
+    assert [r["name"] for r in runs] == ["full-s0", "lowrank-r8-q,v-s0", "circulant-384-q,v-s0"] and not notes
     rows = session.runs_rows(runs)
-    assert rows[1] == ["20250102-000000-lowrank-64", "lowrank", 200, 0.75, 0.75, 5, 12.3, 3.2, "cpu",
-                       "completed", "m", "other.csv"]
-    assert len(rows[0]) == len(session.RUN_COLUMNS)
+    assert rows[1] == ["lowrank-r8-q,v-s0", "lowrank", "completed", 200, 0.75, 0.75, 5, 3.2, "all-MiniLM-L6-v2",
+                       "other.csv"]
+    assert rows[0][8] == "tiny-bert"  # a readable model name, not a path
+    assert rows[2][:3] == ["circulant-384-q,v-s0", "circulant", "running"]
+    assert all(len(row) == len(session.RUN_COLUMNS) for row in rows)
     assert session.comparable(runs, runs[0]) == [runs[0]]
+    assert [r["name"] for r in session.filter_runs(runs, "LOWRANK other")] == ["lowrank-r8-q,v-s0"]
+    # a run whose process ended without a summary (killed before its first step) can start again
+    (running / "metrics.jsonl").write_text("")
+    assert session.load_runs(tmp_path)[0][2]["status"] == "interrupted, resumable"
+
+
+@pytest.mark.parametrize("damage, note", [
+    (lambda d: (d / "summary.json").write_text(json.dumps({"final_eval_acc": 0.5})), "summary.json lacks"),
+    (lambda d: (d / "summary.json").write_text("{not json"), "cannot read summary.json"),
+    (lambda d: (d / "summary.json").write_text("[1, 2]"), "summary.json is not a JSON object"),
+    (lambda d: (d / "run.json").unlink(), "cannot read run.json"),
+])
+def test_runs_table_skips_a_malformed_run_with_a_note(tmp_path, damage, note):
+    fake_run(tmp_path, "good", "circulant", 50, 0.5)
+    damage(fake_run(tmp_path, "bad", "circulant", 50, 0.5))
+    runs, notes = session.load_runs(tmp_path)
+    assert [r["name"] for r in runs] == ["good"]
+    assert len(notes) == 1 and notes[0].startswith("skipped bad: " + note)
 
 
 def test_package_run_zips_weights_summary_and_metrics(tmp_path):
-    run_dir = fake_run(tmp_path, "20250101-000000-circulant-16", "circulant", 50, 0.5, 16)
-    path = session.package_run(run_dir)
+    fake_run(tmp_path, "circulant-16-q,v-s0", "circulant", 50, 0.5, 16)
+    (run,), _ = session.load_runs(tmp_path)
+    path = session.package_run(run)
+    assert not path.is_relative_to(tmp_path)  # zips are not written into the runs directory
     with zipfile.ZipFile(path) as zf:
-        assert sorted(zf.namelist()) == ["adapter/adapter.safetensors", "metrics.jsonl", "summary.json"]
+        assert sorted(zf.namelist()) == ["adapter/adapter.safetensors", "metrics.jsonl", "run.json", "summary.json"]
         assert zf.read("adapter/adapter.safetensors") == b"weights"
-    assert session.package_run(run_dir) == path  # packaging again does not zip the zip
+
+
+def test_workspaces_are_separate_directories_named_by_digest(tmp_path):
+    a, b = session.new_workspace_key(), session.new_workspace_key()
+    assert a != b and len(a) >= 16
+    assert session.workspace_dir(tmp_path, a) != session.workspace_dir(tmp_path, b)
+    assert session.workspace_dir(tmp_path, a) == session.workspace_dir(tmp_path, f" {a} ")
+    assert a not in str(session.workspace_dir(tmp_path, a))
+    assert session.workspace_dir(tmp_path, "../../etc").parent == tmp_path  # any key is a safe name
+    assert session.workspace_dir(tmp_path, None) == tmp_path / "shared"
+    with pytest.raises(ValueError, match="1 to 100 characters"):
+        session.workspace_dir(tmp_path, "  ")
 
 
 # -- the served app --------------------------------------------------------------------------------
@@ -347,16 +478,21 @@ def finetune_args(tiny, method="circulant", steps=6, dataset=None, model=None):
 
 
 def test_api_finetune_tiny_model_writes_a_run_and_offers_the_adapter(client, tiny, runs_dir):
-    summary, status, live, download, table, bars, front = client.predict(
+    summary, status, live, download, code, table, note, bars, front, picked = client.predict(
         *finetune_args(tiny), api_name="/finetune")
     assert summary["stopped_reason"] == "completed" and summary["steps_done"] == 6
-    assert Path(summary["run_dir"]).parent == runs_dir
+    assert summary["run"] == picked["value"] == "circulant-16-q,v-s0" and "run_dir" not in summary
+    assert any((d / "summary.json").is_file() for d in runs_dir.glob("*/circulant-16-q,v-s0"))
+    # the dataset is recorded by its name and digest, never by where the upload was kept
+    assert summary["dataset"] == {"name": "topics.csv", "sha256": hashlib.sha256(Path(tiny[1]).read_bytes()).hexdigest()}
+    assert summary["config"]["dataset"] == "topics.csv"
     assert "Done (completed): Step 6/6 on cpu" in status
     trace_steps = json.loads(live["plot"])["data"][0]["x"]
     assert trace_steps[-1] == 6
     with zipfile.ZipFile(download) as zf:
         assert "summary.json" in zf.namelist() and any(n.startswith("adapter/") for n in zf.namelist())
-    assert Path(summary["run_dir"]).name in [row[0] for row in table["data"]]
+        assert "process.log" not in zf.namelist() and not any(n.startswith("data/") for n in zf.namelist())
+    assert [row[:3] for row in table["data"]] == [["circulant-16-q,v-s0", "circulant", "completed"]]
     assert json.loads(front["plot"])["data"][0]["x"][-1] == summary["trainable_params"]
 
 
@@ -365,34 +501,47 @@ def test_api_finetune_bad_inputs_are_messages_and_the_app_keeps_serving(client, 
     one_class.write_text("text,label\n" + "goal match,sports\n" * 10, encoding="utf-8")
     with pytest.raises(AppError, match="single class|one class|only one"):
         client.predict(*finetune_args(tiny, dataset=str(one_class)), api_name="/finetune")
-    with pytest.raises(AppError, match="could not load model"):
+    with pytest.raises(AppError, match="could not load a model from"):
         client.predict(*finetune_args(tiny, model=str(tmp_path / "no-model")), api_name="/finetune")
-    with pytest.raises(AppError, match="budget must be a positive integer"):
-        client.predict(*finetune_args(tiny)[:5], 0, *finetune_args(tiny)[6:], api_name="/finetune")
+    args = finetune_args(tiny)
+    for index, value, message in [(5, 0, "budget must be a positive integer"),
+                                  (6, "abc", "steps must be a positive integer, got 'abc'"),
+                                  (6, None, "steps must be a positive integer, got None"),
+                                  (8, "fast", "learning rate must be a positive number, got 'fast'"),
+                                  (6, 10**9, "more than this server allows")]:
+        with pytest.raises(AppError, match=message):
+            client.predict(*args[:index], value, *args[index + 1:], api_name="/finetune")
     assert client.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
 
 
-def wait_for(condition, what: str, timeout: float = 60):
+def wait_for(condition, what: str, timeout: float = 120):
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
 
 
+def shows(job, text: str) -> bool:
+    """Whether the status of some update ``job`` streamed so far contains ``text``."""
+    return any(text in (update[1] or "") for update in job.outputs())
+
+
 def test_api_one_finetune_at_a_time_queue_then_stop(url, tiny, tmp_path):
     first, second = (Client(url, verbose=False, download_files=str(tmp_path)) for _ in range(2))
-    running = first.submit(*finetune_args(tiny, steps=100_000), api_name="/finetune")
-    wait_for(lambda: running.outputs(), "the first fine-tune to stream progress")
-    # exploring is not held up by the fine-tune (its own concurrency group)
+    running = first.submit(*finetune_args(tiny, steps=5000), api_name="/finetune")
+    wait_for(lambda: shows(running, "Step"), "the first fine-tune to stream progress")
+    # a second Start from the same page gets an answer: refused, and why
+    with pytest.raises(AppError, match="your fine-tune 'circulant-16-q,v-s0.*' is training; one at a time per page"):
+        first.predict(*finetune_args(tiny), api_name="/finetune")
+    # exploring is not held up by the fine-tune (its own process)
     assert first.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8
-    waiting = second.submit(*finetune_args(tiny, steps=100_000), api_name="/finetune")
-    wait_for(lambda: waiting.status().code.name == "IN_QUEUE", "the second fine-tune to wait in the queue")
-    assert waiting.status().rank == 0  # first in line
+    waiting = second.submit(*finetune_args(tiny, steps=5000), api_name="/finetune")
+    wait_for(lambda: shows(waiting, "Queued: 1 fine-tune ahead of this one"), "the second fine-tune to wait in line")
     first.predict(api_name="/stop")
-    summary = running.result(timeout=60)[0]
-    assert summary["stopped_reason"] == "stopped" and summary["steps_done"] < 100_000
-    wait_for(lambda: waiting.outputs(), "the second fine-tune to start")
+    summary = running.result(timeout=120)[0]
+    assert summary["stopped_reason"] == "stopped" and summary["steps_done"] < 5000
+    wait_for(lambda: shows(waiting, "Step"), "the second fine-tune to start")
     second.predict(api_name="/stop")
-    assert waiting.result(timeout=60)[0]["stopped_reason"] == "stopped"
+    assert waiting.result(timeout=120)[0]["stopped_reason"] == "stopped"
     with pytest.raises(AppError, match="No fine-tune of yours is running"):
         second.predict(api_name="/stop")

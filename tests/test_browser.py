@@ -1,8 +1,9 @@
 """The explorer in a real browser: Debian's headless Chromium driven by Playwright.
 
 It explores (family and budget changes re-render the plots; a bad size shows a message and the
-page keeps working), compares, and starts a tiny fine-tune whose live plot grows until Stop. A
-screenshot of each tab goes to ``test-artifacts/``; with ``UPDATE_SCREENSHOTS=1`` they are also
+page keeps working), compares, and fine-tunes a tiny model: a run to the end, then one whose
+live plot grows until Stop while a second Start is answered; both show in the runs table and the
+Pareto view. A screenshot of each tab goes to ``test-artifacts/``; with ``UPDATE_SCREENSHOTS=1`` they are also
 copied to ``docs/screenshots/`` for the README. In CI (``CI`` set) the test never skips.
 """
 from __future__ import annotations
@@ -126,26 +127,36 @@ def test_explore_compare_and_a_live_finetune(page, tmp_path):
     page.locator("#table").get_by_text("lowrank").first.wait_for()
     screenshot(page, "compare")
 
+
+def test_a_live_finetune_its_runs_and_the_try_box(page, tmp_path):
     # Fine-tune a tiny model on a tiny CSV: one short run to the end, then one stopped while its
-    # live plot grows; both land in the runs table.
+    # live plot grows; a second Start meanwhile gets an answer. Both land in the runs table and
+    # the Pareto view (the stopped one evaluated what it reached).
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#model textarea, #model input").first.fill(tiny_model(tmp_path / "model"))
+    page.locator("#model textarea, #model input").first.press("Tab")
     page.locator("#dataset input[type=file]").set_input_files(tiny_csv(tmp_path / "topics.csv"))
-    for elem_id, value in (("ft_budget", "16"), ("steps", "60"), ("batch_size", "8"), ("lr", "0.1")):
+    for elem_id, value in (("ft_budget", "16"), ("steps", "60"), ("batch_size", "8"), ("lr", "0.1"),
+                           ("eval_every", "30")):
         page.locator(f"#{elem_id} input").fill(value)
+    page.locator("#plan").get_by_text("2 layers adapted (query, value)").wait_for()
     page.get_by_role("button", name="Start").click()
     page.locator("#status").get_by_text("Done (completed): Step 60/60").wait_for()
     wait_plot(page, "pareto", "p.data.length > 0 && p.data[0].x.length === 1")
 
     choose(page, "method", "lowrank (LoRA)")
-    page.locator("#ft_budget input").fill("64")
-    page.locator("#steps input").fill("100000")
+    page.locator("#lora_r input").fill("2")
+    page.locator("#steps input").fill("5000")
+    page.locator("#run_name input").fill("lora-stopped")
     page.get_by_role("button", name="Start").click()
     wait_plot(page, "live", "!p.layout.title.text.includes('done') && p.data.length > 0 && p.data[0].x.length >= 2")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("one at a time per page").first.wait_for()
     seen = page.evaluate(f"{plot('live')}.data[0].x.length")
     wait_plot(page, "live", "p.data[0].x.length > arg", seen)
     page.get_by_role("button", name="Stop").click()
     page.locator("#status").get_by_text("Done (stopped)").wait_for()
-    page.wait_for_function("document.querySelector('#runs').innerText.includes('lowrank-64')")
-    wait_plot(page, "pareto", "p.data[0].x.length === 2")
+    page.wait_for_function("document.querySelector('#runs').innerText.includes('lora-stopped')")
+    page.wait_for_function("document.querySelector('#runs').innerText.includes('stopped, resumable')")
+    wait_plot(page, "pareto", "p.data[0].x.length === 2 && p.data[0].marker.symbol.includes('circle-open')")
     screenshot(page, "finetune")

@@ -303,10 +303,18 @@ def test_parameter_bars_carry_the_counts_and_references():
     fig = parameter_bars(RUNS, references={"LoRA r=8": 147456, "full fine-tuning": 22_713_218})
     (bars,) = fig.data
     assert isinstance(bars, go.Bar) and fig.layout.yaxis.type == "log"
-    assert list(bars.x) == [r["name"] for r in RUNS]
+    assert [fig.layout.xaxis.ticktext[list(fig.layout.xaxis.tickvals).index(x)] for x in bars.x] == [
+        r["name"] for r in RUNS]
     assert list(bars.y) == [r["trainable_params"] for r in RUNS]
     assert sorted(s.y0 for s in fig.layout.shapes) == [147456, 22_713_218]
     assert is_empty_with_hint(parameter_bars([]), "No runs")
+
+
+def test_parameter_bars_draw_runs_with_equal_labels_as_separate_bars():
+    twins = [{"name": "circulant 384", "method": "circulant", "trainable_params": 49_900}] * 2
+    (bars,) = parameter_bars(twins, references={"LoRA r=8": 73_728}).data
+    assert len(set(bars.x)) == 2 and list(bars.y) == [49_900, 49_900]  # side by side, not stacked to 99,800
+    assert list(parameter_bars(twins).layout.xaxis.ticktext) == ["circulant 384"] * 2
 
 
 @pytest.mark.parametrize("run, match", [
@@ -334,3 +342,11 @@ def test_pareto_points_and_front():
                    for o in evaluated))
     assert list(zip(front.x, front.y)) == expected
     assert is_empty_with_hint(pareto([RUNS[-1]]), "No evaluated runs")
+
+
+def test_pareto_marks_a_stopped_run_with_an_open_marker():
+    runs = [{**RUNS[0], "status": "completed"}, {**RUNS[1], "status": "stopped"}, {**RUNS[1], "name": "twin"}]
+    points, _ = pareto(runs).data
+    symbols = dict(zip(points.text, points.marker.symbol))
+    assert symbols == {"circulant b=384": "circle", "LoRA r=8": "circle-open", "twin": "circle"}
+    assert len(points.x) == 3  # runs at the same point stay separate points

@@ -1,4 +1,5 @@
-"""The Fine-tune tab: a live run on a real model, the runs table, parameter and Pareto charts."""
+"""The Fine-tune tab: set up a run, watch it train (in its own process), then compare, download and
+try the runs of your workspace."""
 from __future__ import annotations
 
 import html
@@ -12,6 +13,10 @@ from .errors import visible_errors
 
 #: The live fine-tuning view is refreshed this often (seconds).
 REFRESH_S = 1.0
+PRIVATE = ("Your runs are private to this browser: another visitor can neither list nor download them. "
+           "To open them from another browser, copy this workspace key there; anyone with the key sees them.")
+SHARED = ("**Shared runs:** this server shows every run to everyone who opens it: they can list, download, "
+          "try and delete all of them.")
 
 
 def progress_html(job: session.FinetuneJob) -> str:
@@ -19,51 +24,189 @@ def progress_html(job: session.FinetuneJob) -> str:
             f"<p>{html.escape(job.status())}</p>")
 
 
-def build(demo: gr.Blocks, runs_dir) -> None:
-    """The tab's widgets; runs are written to (and the runs table read from) ``runs_dir``."""
-    jobs: dict[str, session.FinetuneJob] = {}  # running fine-tune per browser session, for Stop
+def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limits = session.Limits(),
+          finetunes: session.Finetunes | None = None) -> None:
+    """The tab's widgets. Runs go to ``runs_dir``: to the browser's workspace, or with ``shared``
+    to one workspace for everybody; fine-tunes are refused beyond ``limits``."""
+    finetunes = finetunes or session.Finetunes()
+    keys: dict[str, str] = {}  # workspace key per browser session (API clients get a fresh one)
 
-    def runs_views(finished: dict | None = None):
-        """The runs table, and the parameter and Pareto charts of the runs comparable to the one
-        just ``finished`` (else to the latest), with LoRA and full fine-tuning references for it."""
-        runs = session.load_runs(runs_dir)
-        latest = finished or (runs[-1] if runs else None)
-        shown = session.comparable(runs, latest) if latest else []
+    def workspace(request: gr.Request):
+        if shared:
+            return session.workspace_dir(runs_dir, None)
+        key = keys.setdefault(request.session_hash, session.new_workspace_key())
+        return session.workspace_dir(runs_dir, key)
+
+    def my_runs(request: gr.Request) -> list[dict]:
+        return session.load_runs(workspace(request), finetunes.active())[0]
+
+    def views(request: gr.Request, query: str = "", selected: str | None = None):
+        """The runs table (filtered by ``query``), its note, the parameter and Pareto charts of the
+        runs comparable with the ``selected`` run (else the latest), and the run picker."""
+        runs, notes = session.load_runs(workspace(request), finetunes.active())
+        shown = session.filter_runs(runs, query)
+        evaluated = session.evaluated(shown)
+        focus = next((r for r in evaluated if r["name"] == selected), evaluated[-1] if evaluated else None)
+        charted = session.comparable(shown, focus) if focus else []
         references = {}
-        if finished:  # its model is known to load
-            references = session.reference_params(finished["config"]["model"], len(finished["labels"]))
-        return session.runs_rows(runs), visualize.parameter_bars(shown, references), visualize.pareto(shown)
+        if focus:
+            try:
+                references = session.reference_params(focus["config"]["model"], len(focus["labels"]))
+            except ValueError:  # the model has gone since: the chart shows the runs alone
+                pass
+        names = [r["name"] for r in runs]
+        return (session.runs_rows(shown), "\n".join(f"- {n}" for n in notes),
+                visualize.parameter_bars(charted, references), visualize.pareto(charted),
+                gr.Dropdown(choices=names, value=selected if selected in names else None))
 
-    @visible_errors
-    def finetune(model, dataset_file, text_column, label_column, method, budget, steps, batch_size,
-                 lr, seed, request: gr.Request):
-        """Fine-tune live; yields the view about once a second, the summary and download at the end."""
-        config = session.finetune_config(runs_dir, model, dataset_file, method, budget, steps,
-                                         batch_size, lr, seed, text_column, label_column)
-        job = jobs[request.session_hash] = session.FinetuneJob(config).start()
+    def watch(job: session.FinetuneJob, request: gr.Request, query: str):
+        """Stream ``job`` to the page until it ends; the last update brings its summary, download and
+        the runs views. A closed page stops it (it keeps what it reached)."""
         try:
             while not job.wait(REFRESH_S):
-                yield (gr.skip(), progress_html(job), visualize.training_curves(list(job.events)),
-                       gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                yield (gr.skip(), progress_html(job), visualize.training_curves(job.events()),
+                       *(gr.skip(),) * 7)
         finally:
-            job.stop()  # a closed page or a cancelled event must not leave the run going
-            jobs.pop(request.session_hash, None)
-        if job.error is not None:
-            yield (gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            job.stop()
+        if job.error is not None:  # a killed run still shows in the table, as interrupted
+            yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), *views(request, query)
             raise gr.Error(f"Fine-tuning failed: {job.error}", print_exception=False)
-        rows, bars, front = runs_views(job.summary)
-        yield (job.summary, progress_html(job), visualize.training_curves(list(job.events)),
-               str(session.package_run(job.summary["run_dir"])), rows, bars, front)
+        run = session.find_run(my_runs(request), job.name)
+        yield (public_summary(run), progress_html(job), visualize.training_curves(job.events()),
+               *downloads(run), *views(request, query, job.name))
+
+    def downloads(run: dict):
+        """A finished run's zip and the Python that loads it; nothing for a run without weights
+        (interrupted, diverged)."""
+        try:
+            code = session.snippet(run)
+        except ValueError:
+            return None, None
+        return str(session.package_run(run)), code
+
+    @visible_errors
+    def finetune(model, dataset_file, text_column, label_column, method, budget, steps, batch_size, lr, seed,
+                 lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size, run_name,
+                 query, request: gr.Request):
+        """Fine-tune live; yields the view about once a second, the summary and download at the end."""
+        config = session.finetune_config(
+            model, dataset_file, method, budget, steps, batch_size, lr, seed, text_column=text_column,
+            label_column=label_column, rank=lora_r, alpha=lora_alpha, targets=targets,
+            custom_targets=custom_targets, max_length=max_length, warmup_ratio=warmup, eval_every=eval_every,
+            eval_size=eval_size, limits=limits)
+        job = finetunes.start(request.session_hash,
+                              lambda: session.new_run(workspace(request), config, run_name, limits))
+        yield from watch(job, request, query)
+
+    @visible_errors
+    def resume(name, query, request: gr.Request):
+        """Continue a stopped or killed run of yours from its last checkpoint, live."""
+        if not name:
+            raise ValueError("choose a stopped or interrupted run to resume")
+        run = session.find_run(my_runs(request), name)
+        job = finetunes.start(request.session_hash, lambda: session.resumed_run(run["dir"]))
+        yield from watch(job, request, query)
+
+    def refresh(query, selected, request: gr.Request):
+        return views(request, query, selected)
+
+    def pick_row(event: gr.SelectData):
+        return event.row_value[0]
 
     def stop(request: gr.Request):
-        job = jobs.get(request.session_hash)
-        if job is None:
+        job = finetunes.of(request.session_hash)
+        if job is None or job.done():
             raise gr.Error("No fine-tune of yours is running.", print_exception=False)
         job.stop()
         gr.Info("Stopping after the current step…")
 
-    gr.Markdown(f"Runs on **{session.device_name()}**. One fine-tune at a time: "
-                "others wait in the queue, with their position shown.")
+    @visible_errors
+    def select(name, request: gr.Request):
+        """The selected run's download (a zip of its weights and records), the Python that loads
+        it, and its summary."""
+        if not name:
+            return None, None, None
+        run = session.find_run(my_runs(request), name)
+        return *downloads(run), public_summary(run)
+
+    @visible_errors
+    def classify(name, text, request: gr.Request):
+        if not name:
+            raise ValueError("choose a finished run to try")
+        return session.classify(session.find_run(my_runs(request), name), text)
+
+    @visible_errors
+    def predict(run: str, text: str, request: gr.Request) -> dict[str, float]:
+        """Classify ``text`` with the finished run named ``run``: ``{label: probability}``."""
+        return classify(run, text, request)
+
+    @visible_errors
+    def estimate(model, dataset_file, text_column, label_column, method, budget, steps, batch_size, lr, seed,
+                 lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size):
+        """The run's predicted wall time, from a few steps measured on this device."""
+        config = session.finetune_config(
+            model, dataset_file, method, budget, steps, batch_size, lr, seed, text_column=text_column,
+            label_column=label_column, rank=lora_r, alpha=lora_alpha, targets=targets,
+            custom_targets=custom_targets, max_length=max_length, warmup_ratio=warmup, eval_every=eval_every,
+            eval_size=eval_size, limits=limits)
+        session.check_dataset(config, limits)
+        return session.estimate_line(session.estimate(config))
+
+    @visible_errors
+    def delete(name, query, request: gr.Request):
+        if not name:
+            raise ValueError("choose a run to delete")
+        session.delete_run(session.find_run(my_runs(request), name))
+        gr.Info(f"Deleted run {name!r}.")
+        return views(request, query)
+
+    def on_load(stored_key, request: gr.Request):
+        """On page load: this browser's workspace (a new one the first time) and its runs."""
+        if not shared:
+            keys[request.session_hash] = stored_key or keys.get(request.session_hash) or session.new_workspace_key()
+        key = keys.get(request.session_hash, "")
+        return key, key, *views(request)
+
+    @visible_errors
+    def switch_workspace(key, request: gr.Request):
+        """Open the workspace of ``key`` (runs made in another browser, or a named workspace)."""
+        session.workspace_dir(runs_dir, key)  # checks the key
+        keys[request.session_hash] = key.strip()
+        return key.strip(), key.strip(), *views(request)
+
+    def forget(request: gr.Request):
+        keys.pop(request.session_hash, None)
+        finetunes.forget(request.session_hash)
+
+    def check_setup(model, dataset_file, text_column, label_column, method, budget, lora_r, lora_alpha, targets,
+                    custom_targets):
+        """What the settings would train (layers, trainable parameters), or why they cannot start."""
+        try:
+            config = session.finetune_config(
+                model, dataset_file, method, budget, text_column=text_column, label_column=label_column,
+                rank=lora_r, alpha=lora_alpha, targets=targets, custom_targets=custom_targets, limits=limits)
+            line, rows = session.plan(config, limits)
+        except ValueError as e:
+            return f"**Cannot start:** {html.escape(str(e))}", []
+        return line, rows
+
+    def show_size_fields(method):
+        lora = method == "lowrank"
+        adapter = method not in ("full", "head-only")
+        return (gr.update(visible=adapter and not lora), gr.update(visible=lora), gr.update(visible=lora),
+                gr.update(visible=adapter))
+
+    # -- layout ----------------------------------------------------------------------------------
+    gr.Markdown(f"Runs on **{session.device_name()}**, each in its own process; one fine-tune at a time "
+                "(a second one waits in line, with its place shown).")
+    if shared:
+        gr.Markdown(SHARED, elem_id="shared_note")
+    with gr.Accordion("Workspace", open=False, visible=not shared):
+        gr.Markdown(PRIVATE)
+        with gr.Row():
+            key_box = gr.Textbox(label="workspace key", elem_id="workspace_key", scale=4)
+            open_btn = gr.Button("Open workspace", scale=1)
+    stored_key = gr.BrowserState(None, storage_key="surm-workspace")
     with gr.Row():
         with gr.Column():
             model = gr.Textbox(DEFAULT_MODEL, label="model", info="a local directory or a hub id", elem_id="model")
@@ -73,30 +216,96 @@ def build(demo: gr.Blocks, runs_dir) -> None:
                 label_column = gr.Textbox("", label="label column", placeholder="auto")
         with gr.Column():
             method = gr.Dropdown(session.METHODS, value="circulant", label="method", elem_id="method")
-            ft_budget = gr.Number(4096, precision=0, label="budget per layer", elem_id="ft_budget",
-                                  info="ignored by full fine-tuning and head only")
+            ft_budget = gr.Number(384, label="budget per layer", elem_id="ft_budget",
+                                  info="adapter parameters per adapted layer")
             with gr.Row():
-                steps = gr.Number(200, precision=0, label="steps", elem_id="steps")
-                batch_size = gr.Number(32, precision=0, label="batch size", elem_id="batch_size")
+                lora_r = gr.Number(8, label="LoRA rank r", elem_id="lora_r", visible=False)
+                lora_alpha = gr.Number(16, label="LoRA alpha", elem_id="lora_alpha", visible=False)
             with gr.Row():
-                lr = gr.Number(1e-3, label="learning rate", elem_id="lr")
-                ft_seed = gr.Number(0, precision=0, label="seed")
+                targets = gr.Dropdown(session.TARGETS, value="attention-qv", label="target modules", elem_id="targets")
+                custom_targets = gr.Textbox("", label="custom targets", placeholder="query, key, value  or a regex",
+                                            elem_id="custom_targets")
+        with gr.Column():
+            with gr.Row():
+                steps = gr.Number(100, label="steps", elem_id="steps")
+                batch_size = gr.Number(16, label="batch size", elem_id="batch_size")
+                lr = gr.Number(5e-3, label="learning rate", elem_id="lr")
+            with gr.Row():
+                max_length = gr.Number(128, label="max length", elem_id="max_length")
+                warmup = gr.Number(0.1, label="warmup", info="share of the steps", elem_id="warmup")
+                ft_seed = gr.Number(0, label="seed", elem_id="ft_seed")
+            with gr.Row():
+                eval_every = gr.Number(50, label="eval every", elem_id="eval_every")
+                eval_size = gr.Textbox("512", label="eval size", info="test rows, or all", elem_id="eval_size")
+            run_name = gr.Textbox("", label="run name", placeholder="default: method-size-targets-seed",
+                                  elem_id="run_name")
+    plan = gr.Markdown(elem_id="plan")
+    with gr.Accordion("adapted layers", open=False):
+        layers = gr.Dataframe(headers=session.PLAN_COLUMNS, elem_id="layers", wrap=True, interactive=False)
     with gr.Row():
-        start = gr.Button("Start", variant="primary")
-        stop_btn = gr.Button("Stop", variant="stop")
+        estimate_btn = gr.Button("Estimate time", scale=1, elem_id="estimate")
+        estimated = gr.Markdown("Predicted wall time: press *Estimate time* (it times a few steps on this device).",
+                                elem_id="estimated")
+    with gr.Row():
+        start = gr.Button("Start", variant="primary", elem_id="start")
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
     status = gr.HTML(label="status", elem_id="status")
     live = gr.Plot(label="training", elem_id="live")
     with gr.Row():
+        query = gr.Textbox("", label="filter runs", placeholder="e.g. circulant stopped", elem_id="filter", scale=3)
+    runs_table = gr.Dataframe(headers=session.RUN_COLUMNS, label="runs", elem_id="runs", wrap=True,
+                              interactive=False)
+    runs_note = gr.Markdown(elem_id="runs_note")
+    with gr.Row():
         bars = gr.Plot(label="trainable parameters", elem_id="bars")
         front = gr.Plot(label="accuracy vs parameters", elem_id="pareto")
-    runs_table = gr.Dataframe(headers=session.RUN_COLUMNS, label="runs", elem_id="runs")
     with gr.Row():
-        download = gr.File(label="trained adapter (zip)", elem_id="download")
+        # any name is accepted (an API client names a run): the workspace decides what exists
+        picked = gr.Dropdown([], label="run", elem_id="picked", scale=3, allow_custom_value=True)
+        resume_btn = gr.Button("Resume run", scale=1, elem_id="resume")
+        delete_btn = gr.Button("Delete run", variant="stop", scale=1, elem_id="delete")
+    with gr.Row():
+        download = gr.File(label="trained adapter (zip)", elem_id="download", scale=1)
+        snippet = gr.Code(label="load the download in Python", language="python", elem_id="snippet", scale=2)
+    with gr.Row():
+        try_text = gr.Textbox(label="try the selected run", placeholder="type a sentence, then Enter",
+                              elem_id="try_text", scale=2)
+        try_label = gr.Label(label="prediction", elem_id="try_label", scale=1)
+    with gr.Accordion("summary of the selected run", open=False):
         summary = gr.JSON(label="summary", elem_id="summary")
 
-    start.click(finetune, [model, dataset, text_column, label_column, method, ft_budget, steps, batch_size, lr,
-                           ft_seed],
-                [summary, status, live, download, runs_table, bars, front],
-                api_name="finetune", concurrency_id="finetune", concurrency_limit=1)
+    # -- events ----------------------------------------------------------------------------------
+    fields = [model, dataset, text_column, label_column, method, ft_budget, steps, batch_size, lr, ft_seed,
+              lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size, run_name]
+    run_views = [runs_table, runs_note, bars, front, picked]
+    live_views = [summary, status, live, download, snippet, *run_views]
+    # no concurrency limit here: the device line (session.DEVICE) orders the runs, and says so
+    start.click(finetune, [*fields, query], live_views, api_name="finetune", concurrency_limit=None,
+                trigger_mode="multiple")
+    resume_btn.click(resume, [picked, query], live_views, api_name="resume", concurrency_limit=None,
+                     trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="stop")
-    demo.load(runs_views, None, [runs_table, bars, front], api_visibility="private")
+    method.change(show_size_fields, method, [ft_budget, lora_r, lora_alpha, targets], api_visibility="private")
+    setup = [model, dataset, text_column, label_column, method, ft_budget, lora_r, lora_alpha, targets, custom_targets]
+    gr.on([demo.load, dataset.change, method.change, ft_budget.change, lora_r.change, lora_alpha.change,
+           targets.change, custom_targets.blur, model.blur, text_column.blur, label_column.blur],
+          check_setup, setup, [plan, layers], api_name="plan", concurrency_limit=1, trigger_mode="always_last")
+    query.change(refresh, [query, picked], run_views, api_name="runs")
+    picked.change(select, picked, [download, snippet, summary], api_name="download")
+    try_text.submit(classify, [picked, try_text], try_label, api_visibility="private")
+    gr.api(predict, api_name="predict")
+    estimate_btn.click(estimate, fields[:-1], estimated, api_name="estimate", concurrency_limit=1)
+    delete_btn.click(delete, [picked, query], run_views, api_name="delete")
+    runs_table.select(pick_row, None, picked, api_visibility="private")
+    key_outputs = [key_box, stored_key, *run_views]
+    demo.load(on_load, stored_key, key_outputs, api_visibility="private")
+    open_btn.click(switch_workspace, key_box, key_outputs, api_name="open_workspace")
+    demo.unload(forget)
+
+
+def public_summary(run: dict) -> dict:
+    """A run's summary as the page shows it: named by the run, its dataset by name and SHA-256,
+    without server paths."""
+    summary = {k: v for k, v in run.items() if k not in ("name", "dir", "run_dir")}
+    summary["config"] = {**run["config"], "dataset": run["dataset"]["name"], "out_dir": None}
+    return {"run": run["name"], **summary}

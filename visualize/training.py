@@ -4,7 +4,9 @@
 ``eval_acc`` (None when not evaluated), ``trainable_params``, ``examples_per_s``, ``elapsed_s``,
 ``device``; a last one with ``"event": "done"`` and ``reason``). ``runs`` are dicts with ``name``
 (or ``method``) as the label, optional ``method`` (a family name, ``"full"`` or ``"head-only"``: the
-colour), ``trainable_params``, and for ``pareto`` ``final_eval_acc`` (None: not evaluated).
+colour), ``trainable_params``, optional ``status`` (how the run ended: ``"completed"``,
+``"stopped"``, ...), and for ``pareto`` ``final_eval_acc`` (None: not evaluated). Each run is its
+own bar and its own point, even when two share a label.
 """
 from __future__ import annotations
 
@@ -85,9 +87,13 @@ def parameter_bars(runs, references: dict[str, int] | None = None) -> go.Figure:
         return empty_figure("Trainable parameters", "No runs yet: finished runs appear here.")
     fig = figure("Trainable parameters per run", yaxis=dict(type="log", title="trainable parameters"),
                  showlegend=False)
-    fig.add_trace(go.Bar(x=[_label(r) for r in runs], y=[_params(r) for r in runs],
+    # bars sit at positions 0, 1, ... labelled by run: runs that share a label stay apart
+    positions = list(range(len(runs)))
+    fig.add_trace(go.Bar(x=positions, y=[_params(r) for r in runs],
                          marker_color=[color(r.get("method")) for r in runs],
+                         hovertext=[_label(r) for r in runs], hovertemplate="%{hovertext}: %{y:,}<extra></extra>",
                          texttemplate="%{y:.3s}", textposition="outside"))
+    fig.update_xaxes(tickmode="array", tickvals=positions, ticktext=[_label(r) for r in runs])
     for name, count in (references or {}).items():
         fig.add_hline(y=count, line=dict(color=OTHER_COLOR, dash="dash", width=1))
         # annotations on a log axis are placed in log10 units (shapes are not)
@@ -98,7 +104,8 @@ def parameter_bars(runs, references: dict[str, int] | None = None) -> go.Figure:
 
 def pareto(runs) -> go.Figure:
     """Final eval accuracy against trainable parameters (log x) for every evaluated run, with the
-    Pareto front (no other run is both smaller and more accurate) as a step line.
+    Pareto front (no other run is both smaller and more accurate) as a step line. A run that did
+    not complete (stopped, diverged) is an open marker, its status in its hover text.
 
     >>> pareto([{"name": "a", "trainable_params": 10, "final_eval_acc": 0.8}]).data[0].x
     (10,)
@@ -110,10 +117,15 @@ def pareto(runs) -> go.Figure:
     fig = figure("Accuracy vs trainable parameters (Pareto view)",
                  xaxis=dict(type="log", title="trainable parameters"),
                  yaxis=dict(title="final eval accuracy", range=[0, 1.05]))
+    status = [r.get("status", "completed") for r in runs]
     fig.add_trace(go.Scatter(x=[_params(r) for r in runs], y=[r["final_eval_acc"] for r in runs],
                              mode="markers+text", text=[_label(r) for r in runs],
                              textposition="top center", name="runs", showlegend=False,
-                             marker=dict(size=11, color=[color(r.get("method")) for r in runs])))
+                             customdata=status,
+                             hovertemplate="%{text} (%{customdata}): %{y:.3f} at %{x:,} parameters<extra></extra>",
+                             marker=dict(size=11, color=[color(r.get("method")) for r in runs],
+                                         symbol=["circle" if s == "completed" else "circle-open" for s in status],
+                                         line=dict(width=2))))
     front, best = [], float("-inf")
     for r in runs:  # ascending parameters: a run is on the front if it beats every smaller one
         if r["final_eval_acc"] > best:

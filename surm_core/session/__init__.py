@@ -1,5 +1,6 @@
-"""What the explorer app needs besides widgets: the results each tab shows, fine-tuning runs in a
-background thread, and the runs directory (table, Pareto view, downloads). One module per tab.
+"""What the explorer app needs besides widgets: the results each tab shows, fine-tunes in their own
+processes (``jobs``) waiting for the device in one line (``device``), and the runs on disk (table,
+Pareto view, downloads, workspaces). One module per tab.
 
 Plain Python (no Gradio), so all of it is tested without a browser; ``app.py`` only wires widgets
 to these functions. Bad input raises ``ValueError`` with a message meant for the page.
@@ -12,5 +13,9 @@ from .compare import (LDR_BUDGET_PER_ROW, TABLE_COLUMNS, TARGET_KINDS, Compariso
                       compare_stages, format_hparams)
 from .explore import (MAX_EXPLORE_SIZE, OPERATORS, QUICK_CELLS, Exploration, budget_range, check_explore_size,
                       check_seed, clamp_budget, explore, explore_stages)
-from .finetune import METHODS, FinetuneJob, device_name, finetune_config, new_run_dir, run_name
-from .runs import RUN_COLUMNS, comparable, load_runs, package_run, reference_params, runs_rows
+from .device import DEVICE, DeviceLine
+from .finetune import (METHODS, PLAN_COLUMNS, TARGETS, Limits, check_dataset, check_run_name, default_run_name,
+                       device_name, finetune_config, plan)
+from .jobs import FinetuneJob, Finetunes, estimate, estimate_line, new_run, resumed_run
+from .runs import (RUN_COLUMNS, classify, comparable, delete_run, evaluated, filter_runs, find_run, load_runs, model_label,
+                   new_run_dir, new_workspace_key, package_run, reference_params, runs_rows, snippet, workspace_dir)

@@ -1,26 +1,52 @@
-"""The Fine-tune tab's runs: a run's config from the page's inputs, and the run itself in a
-background thread, one at a time on this process's device."""
+"""The Fine-tune tab's settings: the engine's config from the page's fields, the server's limits,
+a run's readable default name, and where an uploaded dataset goes.
+
+>>> config = finetune_config("", None, "circulant", budget=384, steps=20, batch_size=8, lr=5e-3, seed=0)
+>>> default_run_name(config)
+'circulant-384-q,v-s0'
+"""
 from __future__ import annotations
 
-import logging
-import threading
-import time
+import dataclasses
+import hashlib
+import math
+import re
+import shutil
 from pathlib import Path
 
 from ..families import FAMILIES
 from ..families.base import check_size
-from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, run
+from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, check_seed, load_dataset, preview
 from ..finetune.engine import describe as describe_device
 from ..finetune.engine import pick_device
 from ..models import DEFAULT_MODEL
-from .explore import check_seed
-
-log = logging.getLogger(__name__)
 
 #: Methods offered, as (label, value): the families an adapter can use, then the two baselines.
 #: Dense is left out: as an adapter it is full fine-tuning of the targeted layers.
 METHODS = [("lowrank (LoRA)" if f == "lowrank" else f, f) for f in FAMILIES if f != "dense"] + [
     ("full fine-tuning", "full"), ("head only", "head-only")]
+
+#: Layers an adapter goes on, as (label, value): the engine's presets (named per architecture),
+#: or "custom": module-name suffixes, or a regular expression over full module names.
+TARGETS = [("attention q, v", "attention-qv"), ("all attention", "attention-all"),
+           ("all linear layers", "all-linear"), ("custom", "custom")]
+#: How a run's default name says which layers it adapted.
+SHORT_TARGETS = {None: "q,v", "attention-qv": "q,v", "attention-all": "q,k,v,o", "all-linear": "all-linear"}
+#: A custom target with any of these characters is a regular expression, else a list of suffixes.
+REGEX_CHARS = set("\\^$.*+?()[]{}|")
+
+#: A run name (and its directory): letters, digits and ``. , = + -``; other characters become "-".
+NAME_CHARS = re.compile(r"[^A-Za-z0-9.,=+-]+")
+MAX_NAME = 80
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one fine-tune may ask of this server; larger requests are refused before they start."""
+
+    max_steps: int = 5000
+    max_classes: int = 100
+    max_upload_mb: float = 20.0
 
 
 def device_name() -> str:
@@ -28,130 +54,181 @@ def device_name() -> str:
     return describe_device(pick_device("auto"))
 
 
-def finetune_config(runs_dir, model: str | None, dataset: str | None, method: str, budget,
-                    steps, batch_size, lr, seed, text_column: str | None = None,
-                    label_column: str | None = None) -> FinetuneConfig:
-    """The engine's config for one run from the app's inputs, writing into a new directory of
-    ``runs_dir``. Empty model/dataset mean the defaults (MiniLM, BBC News); ``budget`` is ignored
-    by the baselines ("full", "head-only").
+def finetune_config(model: str | None, dataset: str | None, method: str, budget=None, steps=200,
+                    batch_size=32, lr=5e-3, seed=0, *, text_column: str | None = None,
+                    label_column: str | None = None, rank=None, alpha=None, targets: str = "attention-qv",
+                    custom_targets: str = "", max_length=128, warmup_ratio=0.1, eval_every=50,
+                    eval_size="512", limits: Limits = Limits()) -> FinetuneConfig:
+    """The engine's config for one run from the page's fields, each checked with a message that
+    names it. Empty model/dataset mean the defaults (MiniLM, BBC News). LoRA (``"lowrank"``) is
+    sized by ``rank`` and ``alpha``, the other families by ``budget`` (parameters per layer); the
+    baselines ("full", "head-only") by neither, and they take no targets. More steps than
+    ``limits`` allow are refused here; the dataset's limits are checked by :func:`check_dataset`.
     """
     if method not in {value for _, value in METHODS}:
         raise ValueError(f"method must be one of {', '.join(v for _, v in METHODS)}, got {method!r}")
-    config = FinetuneConfig(
-        model=(model or "").strip() or DEFAULT_MODEL,
+    if method in BASELINES:
+        size, hparams, target_modules = None, None, None
+    elif method == "lowrank":
+        rank = check_size("LoRA rank r", rank)
+        alpha = rank if alpha is None else positive_number("LoRA alpha", alpha)
+        size, hparams, target_modules = None, {"r": rank, "alpha": alpha}, parse_targets(targets, custom_targets)
+    else:
+        size, hparams, target_modules = check_size("budget", budget), None, parse_targets(targets, custom_targets)
+    model = (model or "").strip() or DEFAULT_MODEL
+    if Path(model).expanduser().is_dir():  # the training process runs in the run directory
+        model = str(Path(model).expanduser().resolve())
+    return FinetuneConfig(
+        model=model,
         dataset=dataset or BBC_NEWS,
         text_column=(text_column or "").strip() or None,
         label_column=(label_column or "").strip() or None,
-        method=method,
-        budget=None if method in BASELINES else check_size("budget", budget),
-        steps=check_size("steps", steps),
+        method=method, budget=size, hparams=hparams, target_modules=target_modules,
+        steps=check_steps(steps, limits),
         batch_size=check_size("batch size", batch_size),
-        lr=lr,
+        lr=positive_number("learning rate", lr),
         seed=check_seed(seed),
+        max_length=check_size("max length", max_length),
+        warmup_ratio=fraction("warmup", warmup_ratio),
+        eval_every=check_size("eval every", eval_every),
+        eval_size=parse_eval_size(eval_size),
     )
-    config.out_dir = str(new_run_dir(runs_dir, run_name(config.to_dict())))
-    return config
 
 
-def run_name(config: dict) -> str:
-    """A short label for a run: its method, and its per-layer budget for an adapter."""
-    return config["method"] if config.get("budget") is None else f"{config['method']} {config['budget']}"
+def model_error(message: str, model: str) -> str:
+    """``message`` unless it is about loading the model: then one message for every failure, since
+    the details would tell a visitor which directories exist on the server."""
+    if message.startswith("could not load model"):
+        return f"could not load a model from {model!r}: give a local model directory or a Hugging Face hub id"
+    return message
 
 
-def new_run_dir(runs_dir, name: str) -> Path:
-    """A fresh ``runs_dir/<time>-<name>`` (suffixed when that exists): runs sort by start time."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    stem = time.strftime("%Y%m%d-%H%M%S") + "-" + name.replace(" ", "-")
-    for n in range(1000):
-        path = runs_dir / (stem if n == 0 else f"{stem}-{n}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory under {runs_dir}")
+#: Columns of the matched-layers table shown before a run starts.
+PLAN_COLUMNS = ["layer", "family", "shape", "hyperparameters", "parameters"]
 
 
-#: One fine-tune at a time on this process's device, even while a stopped run is still winding
-#: down (its page closed) and the next one has already been let through Gradio's queue.
-_DEVICE = threading.Lock()
-
-
-class FinetuneJob:
-    """One engine run in a background thread, watched by polling ``events``, ``summary``, ``error``.
-
-    >>> job = FinetuneJob(config).start()      # doctest: +SKIP
-    >>> while not job.wait(1.0): print(job.events[-1:])   # doctest: +SKIP
+def plan(config: FinetuneConfig, limits: Limits) -> tuple[str, list[list]]:
+    """What ``config`` would train, before it starts: one line for people (layers adapted,
+    trainable parameters, their share of the model) and the adapted layers as rows of
+    :data:`PLAN_COLUMNS`. ``ValueError`` as the run would raise (a target that matches nothing,
+    a budget the family cannot meet, a model that does not load, a dataset beyond ``limits``).
     """
-
-    def __init__(self, config: FinetuneConfig):
-        self.config = config
-        self.events: list[dict] = []
-        self.summary: dict | None = None
-        self.error: str | None = None
-        self.waiting_for_device = True
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"finetune {config.out_dir}", daemon=True)
-
-    def start(self) -> "FinetuneJob":
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        with _DEVICE:
-            self.waiting_for_device = False
-            try:
-                self.summary = run(self.config, on_event=self.events.append, should_stop=self._stop.is_set)
-            except ValueError as e:  # bad model, dataset or settings: the engine's message says which
-                self.error = str(e)
-            except Exception as e:  # a failure the user cannot fix: say what it was, keep serving
-                log.exception("fine-tuning run %s failed", self.config.out_dir)
-                self.error = f"{type(e).__name__}: {e} (details in the server log)"
-            if self.error is not None:
-                _remove_if_empty(self.config.out_dir)
-
-    def stop(self) -> None:
-        """Ask the run to stop; it ends within one step and keeps what it reached."""
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds; True once the run has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def status(self) -> str:
-        """One line for people: where the run is."""
-        if self.error is not None:
-            return f"Failed: {self.error}"
-        if self.waiting_for_device:
-            return "Waiting for the previous run to release the device…"
-        if not self.events:
-            return "Loading the model and the data…"
-        e = self.events[-1]
-        text = f"Step {e['step']}/{e['total_steps']} on {e['device']}"
-        if e.get("loss") is not None:
-            text += f" · loss {e['loss']:.3f} · batch accuracy {e['train_acc']:.2f}"
-        evals = [x["eval_acc"] for x in self.events if x.get("eval_acc") is not None]
-        if evals:
-            text += f" · eval accuracy {evals[-1]:.3f}"
-        if e.get("examples_per_s"):
-            text += f" · {e['examples_per_s']:.1f} examples/s"
-        if self.summary is not None:
-            text = f"Done ({self.summary['stopped_reason']}): " + text
-        return text
-
-    def progress(self) -> float:
-        """Fraction of the steps done, in [0, 1]."""
-        if not self.events:
-            return 0.0
-        return min(1.0, self.events[-1]["step"] / self.events[-1]["total_steps"])
-
-
-def _remove_if_empty(directory) -> None:
-    """A run that failed before writing anything leaves no empty directory behind."""
+    check_dataset(config, limits)
     try:
-        Path(directory).rmdir()
-    except OSError:
-        pass
+        p = preview(config)
+    except ValueError as e:
+        raise ValueError(model_error(str(e), config.model)) from None
+    head = sum(h["params"] for h in p["head"])
+    share = f"{p['trainable_params']:,} trainable parameters, {p['percent']:.3g}% of the model's {p['base_params']:,}"
+    if config.method in BASELINES:
+        line = f"{config.method}: {share} (the head's {head:,} included)"
+    else:
+        kinds = ", ".join(dict.fromkeys(layer["name"].rsplit(".", 1)[-1] for layer in p["layers"]))
+        line = (f"{len(p['layers'])} layers adapted ({kinds}) · {share}: {p['adapter_params']:,} in adapters "
+                f"+ {head:,} in the head")
+    rows = [[layer["name"], layer["family"], " × ".join(map(str, layer["shape"])),
+             ", ".join(f"{k}={v}" for k, v in layer["hparams"].items()), layer["params"]] for layer in p["layers"]]
+    return line, rows
 
+
+def check_steps(steps, limits: Limits) -> int:
+    steps = check_size("steps", steps)
+    if steps > limits.max_steps:
+        raise ValueError(f"steps = {steps:,} is more than this server allows ({limits.max_steps:,}; "
+                         "the --max-steps flag of app.py sets it)")
+    return steps
+
+
+def positive_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+def fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a fraction of the steps in [0, 1), got {value!r}")
+    return value
+
+
+def parse_eval_size(text) -> int | None:
+    """``"all"`` (the whole test split: ``None``) or a positive number of test rows."""
+    text = str(text).strip()
+    if text.lower() == "all":
+        return None
+    try:
+        return check_size("eval size", int(text))
+    except ValueError:
+        raise ValueError(f"eval size must be a positive number of rows or 'all', got {text!r}") from None
+
+
+def parse_targets(preset: str, custom: str) -> list[str] | str:
+    """``target_modules`` for the engine: a preset, or the custom field: a regular expression (when
+    it has regex characters) or comma-separated module-name suffixes."""
+    if preset != "custom":
+        if preset not in SHORT_TARGETS:
+            raise ValueError(f"targets must be one of {', '.join(v for _, v in TARGETS)}, got {preset!r}")
+        return preset
+    custom = (custom or "").strip()
+    if REGEX_CHARS & set(custom):
+        return custom
+    names = [n.strip() for n in custom.split(",") if n.strip()]
+    if not names:
+        raise ValueError("custom targets: give module-name suffixes separated by commas (e.g. query, key, value) "
+                         "or a regular expression over module names (e.g. .*attention.*)")
+    return names
+
+
+def short_targets(target_modules) -> str:
+    if isinstance(target_modules, list):
+        return ",".join(target_modules)
+    return SHORT_TARGETS.get(target_modules, "re")
+
+
+def default_run_name(config: FinetuneConfig) -> str:
+    """What the run did, readable: ``circulant-384-q,v-s0``, ``lowrank-r8-a16-q,v-s0``, ``full-s0``."""
+    parts = [config.method]
+    if config.method == "lowrank":
+        r, alpha = config.hparams["r"], config.hparams["alpha"]
+        parts += [f"r{r}"] + ([] if alpha == r else [f"a{alpha:g}"])
+    elif config.budget is not None:
+        parts.append(str(config.budget))
+    if config.method not in BASELINES:
+        parts.append(short_targets(config.target_modules))
+    return check_run_name("-".join(parts + [f"s{config.seed}"]))
+
+
+def check_run_name(name) -> str:
+    """A run name made safe for a directory: other characters become "-", at most ``MAX_NAME`` long."""
+    name = NAME_CHARS.sub("-", str(name or "")).strip("-.")[:MAX_NAME]
+    if not name:
+        raise ValueError("a run name needs at least one letter or digit")
+    return name
+
+
+def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
+    """Check the run's dataset against the server's limits, before anything starts; return how a
+    summary records it: the built-in name, or an upload's original name and SHA-256 (never a
+    server path)."""
+    if config.dataset == BBC_NEWS:
+        return {"name": BBC_NEWS}
+    upload = Path(config.dataset)
+    size_mb = upload.stat().st_size / 2**20
+    if size_mb > limits.max_upload_mb:
+        raise ValueError(f"the dataset is {size_mb:.1f} MB, more than this server accepts "
+                         f"({limits.max_upload_mb:g} MB; the --max-upload-mb flag of app.py sets it)")
+    classes = len(load_dataset(str(upload), config.text_column, config.label_column).label_names)
+    if classes > limits.max_classes:
+        raise ValueError(f"the dataset has {classes:,} classes, more than this server allows "
+                         f"({limits.max_classes:,}; the --max-classes flag of app.py sets it)")
+    return {"name": upload.name, "sha256": hashlib.sha256(upload.read_bytes()).hexdigest()}
+
+
+def keep_dataset(config: FinetuneConfig, run_dir: Path) -> None:
+    """Copy an uploaded dataset into the run directory (``data/<its name>``) and point ``config`` at
+    the copy, relative to the run directory: the run can be resumed after the upload is cleaned away."""
+    if config.dataset != BBC_NEWS:
+        upload = Path(config.dataset)
+        (run_dir / "data").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(upload, run_dir / "data" / upload.name)
+        config.dataset = f"data/{upload.name}"
