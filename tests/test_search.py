@@ -66,6 +66,10 @@ def test_suggest_turns_sampled_values_into_a_finetune_config():
     assert pick(family="monarch", **{"monarch.lr": 0.1, "monarch.budget": 768, "monarch.nblocks": 5})["hparams"] == {"nblocks": 4, "blk_r": 1}
     assert pick(family="ldr", **{"ldr.lr": 0.01, "ldr.budget": 6144, "ldr.r": 2})["hparams"] == {"block": 96, "r": 2}
     assert pick(family="circulant", **{"circulant.lr": 0.01, "circulant.budget": 1000})["budget"] == 1000
+    trial = optuna.create_study().ask()
+    SearchSpace(["circulant"], max_budget=6144, min_budget=1000).suggest(trial, layers)
+    assert (trial.distributions["circulant.budget"].low, trial.distributions["circulant.budget"].high) == (1000, 6144)
+    assert trial.distributions["circulant.budget"].log and trial.distributions["circulant.lr"].log
     assert pick(family="head-only", **{"head-only.lr": 0.05}) == {
         "method": "head-only", "budget": None, "hparams": None, "target_modules": None, "lr": 0.05}
 
@@ -260,6 +264,7 @@ def no_trial_ran(out: Path) -> bool:
     (["circulant", "monarch"], {"max_budget": 40}, "monarch's smallest member needs 64 parameters per layer"),
     (["circulant"], {"max_params": 10}, "below the 132 head parameters"),
     (["circulnt"], {"max_budget": 128}, "unknown family 'circulnt'"),
+    (["circulant"], {"max_budget": 64, "min_budget": 100}, "the minimum budget of 100 per layer is above"),
 ])
 def test_bad_spaces_are_refused_before_any_trial(tiny, tmp_path, families, space, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--max-budget", type=int, help="largest adapter budget per layer (parameters)")
     size.add_argument("--max-params", type=int, help="largest number of trainable parameters in all (adapters and head)")
+    p.add_argument("--min-budget", type=int, help="smallest adapter budget per layer (default: each family's smallest)")
     p.add_argument("--targets", nargs="+", default=["attention-qv"],
                    help=f"target-module presets to try: {', '.join(TARGET_PRESETS)}, or comma-separated module names")
     p.add_argument("--trials", type=int, default=40, help="trials to finish (complete, pruned or failed)")
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
             eval_every=args.eval_every or max(1, args.steps // 3), eval_size=args.eval_size, seed=args.seed,
             device=args.device,
         )
-        search = Search(SearchSpace(args.families, args.max_budget, args.max_params, args.targets), run)
+        search = Search(SearchSpace(args.families, args.max_budget, args.max_params, args.targets, args.min_budget), run)
         previous = signal.signal(signal.SIGINT, on_interrupt)
         try:
             study = run_search(search, args.out, args.trials, storage=args.storage, name=args.study,

@@ -10,7 +10,7 @@ Per trial (Optuna's define-by-run, so each family has its own parameters):
 
 * ``family``: one of ``families`` (any registered family, ``lowrank`` is LoRA, ``head-only``).
 * ``<family>.budget``: adapter parameters per layer, log-uniform integer between the family's
-  smallest member on every adapted layer and the maximum. ``max_budget`` gives the maximum per
+  smallest member on every adapted layer (or ``min_budget``, when larger) and the maximum. ``max_budget`` gives the maximum per
   layer; ``max_params`` caps the *total* trainable parameters instead, which with ``L`` adapted
   layers and a head of ``H`` parameters allows ``(max_params − H) // L`` per layer (a budget above
   it is lowered to it). Every family then takes its most expressive member that fits, as
@@ -89,6 +89,7 @@ class SearchSpace:
     max_budget: int | None = None
     max_params: int | None = None
     targets: list[str] = dataclasses.field(default_factory=lambda: ["attention-qv"])
+    min_budget: int | None = None
 
     def __post_init__(self):
         self.families, self.targets = list(self.families), list(self.targets)
@@ -101,7 +102,7 @@ class SearchSpace:
             raise ValueError(f"a family is listed twice in {self.families}")
         if (self.max_budget is None) == (self.max_params is None) and self.adapters:
             raise ValueError("give exactly one size limit: a maximum budget per layer or a maximum of trainable parameters")
-        for name in ("max_budget", "max_params"):
+        for name in ("max_budget", "max_params", "min_budget"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -118,9 +119,10 @@ class SearchSpace:
         return dataclasses.asdict(self)
 
     def smallest(self, family: str, shapes) -> int:
-        """The smallest budget per layer at which ``family`` fits every layer of ``shapes``."""
+        """The smallest budget per layer searched for ``family`` on ``shapes``: its smallest member
+        that fits every layer, or ``min_budget`` when larger."""
         cls = FAMILIES[family]
-        return max(cls.count(d_out, d_in, **cls.smallest(d_out, d_in)) for d_out, d_in in shapes)
+        return max(self.min_budget or 1, *(cls.count(d_out, d_in, **cls.smallest(d_out, d_in)) for d_out, d_in in shapes))
 
     def largest(self, shapes, layers: Layers) -> int:
         """The largest budget per layer allowed on ``shapes``."""
@@ -140,6 +142,8 @@ class SearchSpace:
             need = {f: self.smallest(f, shapes) for f in self.adapters}
             allowed = self.largest(shapes, layers)
             too_big = {f: n for f, n in need.items() if n > allowed}
+            if self.min_budget is not None and self.min_budget > allowed:
+                raise ValueError(f"the minimum budget of {self.min_budget:,} per layer is above what {limit} allows ({allowed:,})")
             if too_big and len(too_big) == len(need):
                 raise ValueError(
                     f"{limit} allows {allowed:,} parameters per layer, below every family's smallest on this model "
