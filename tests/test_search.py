@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial, TrialState
 
+import visualize
 from surm_core.finetune import FinetuneConfig
 from surm_core.search import FrontPruner, Layers, Search, SearchSpace, best, front, run_search
 from surm_core.search import study as study_module
@@ -302,3 +304,53 @@ def test_cli_bad_input_is_one_clear_line(tiny, tmp_path, capsys):
         assert main(cli_args(tiny, tmp_path / "s", *extra)) == 2
         assert capsys.readouterr().err.startswith(message)
     assert no_trial_ran(tmp_path / "s")
+
+
+# -- the app's Search tab, without a browser ---------------------------------------------------------
+
+def test_the_search_tab_waits_for_the_device_runs_apart_and_fills_the_finetune_tab(tiny, tmp_path):
+    from surm_core import session
+
+    search = session.search_settings(tiny["model"], tiny["dataset"], ["circulant", "lowrank", "monarch"], None, 128,
+                                     trials=3, steps=6, batch_size=16, max_length=16)
+    line = session.DeviceLine()
+    line.join("a fine-tune")  # holds the device
+    job = session.SearchJob(session.search_dir(tmp_path, None, "s"), search, 3, line=line).start()
+    time.sleep(0.5)
+    assert job.status() == "Queued: 1 job ahead on the device (one at a time)." and job.process is None
+    line.leave("a fine-tune")
+    assert job.wait(600) and job.error is None, job.status()
+    assert job.status().startswith("Done: 3 of 3 trials done")
+    trials = job.trials()
+    rows = session.trial_rows(trials)
+    assert [r[0] for r in rows] == [2, 1, 0] and {r[1] for r in rows} <= {"complete", "pruned"}
+    assert len(visualize.search_front(trials).data) >= 2  # the trials and the front
+    for t in trials:
+        fields, note = session.finetune_fields(job.study(), t["number"])
+        config = job.study().trials[t["number"]].user_attrs["config"]
+        assert fields["method"] == config["method"] and fields["lr"] == config["lr"] and fields["steps"] == 6
+        assert fields["dataset"] == config["dataset"] and fields["dataset"].startswith(str(job.out))  # the search's copy
+        if config["method"] == "lowrank":
+            assert fields["rank"] >= 1 and fields["alpha"] == fields["rank"]
+        elif config["method"] == "monarch":
+            assert "sizes monarch by its budget per layer" in note
+        else:
+            assert fields["budget"] == config["budget"]
+    with pytest.raises(ValueError, match="this search has no started trial 7"):
+        session.finetune_fields(job.study(), 7)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"families": []}, "give at least one family to search"),
+    ({"trials": 0}, "trials must be a whole number ≥ 1, got 0"),
+    ({"max_budget": 8}, "below every family's smallest on this model"),
+    ({"steps": 10**6}, "is more than this server allows"),
+    ({"model": "/nonexistent/model"}, "could not load a model from '/nonexistent/model'"),
+])
+def test_search_tab_settings_are_checked_with_clear_messages(tiny, change, message):
+    from surm_core import session
+
+    settings = {"model": tiny["model"], "dataset": tiny["dataset"], "families": ["circulant"], "min_budget": None,
+                "max_budget": 128, "trials": 3, "steps": 6, **change}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        session.search_settings(**settings)
