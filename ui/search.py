@@ -93,7 +93,7 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
             families = gr.CheckboxGroup(FAMILIES, value=["circulant", "monarch", "lowrank"], label="families",
                                         elem_id="search_families", info=f"lowrank is LoRA; {HEAD_ONLY} trains the head alone")
             with gr.Row():
-                min_budget = gr.Number(None, label="min budget per layer", info="empty: each family's smallest",
+                min_budget = gr.Number(0, label="min budget per layer", info="0: each family's smallest",
                                        elem_id="search_min_budget")
                 max_budget = gr.Number(3072, label="max budget per layer", elem_id="search_max_budget")
         with gr.Column():
@@ -110,13 +110,14 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
     status = gr.HTML(elem_id="search_status")
     best = gr.Markdown(elem_id="search_best")
     with gr.Row():
-        table = gr.Dataframe(headers=session.TRIAL_COLUMNS, label="trials", elem_id="search_table", wrap=True,
-                             interactive=False, scale=1)
-        front = gr.Plot(label="accuracy vs parameters", elem_id="search_front", scale=1)
-    with gr.Row():
-        picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=2)
-        train_btn = gr.Button("Train this one", elem_id="search_train", scale=1)
-    note = gr.Markdown(elem_id="search_note")
+        with gr.Column(scale=3):
+            table = gr.Dataframe(headers=session.TRIAL_COLUMNS, label="trials (newest first)", elem_id="search_table",
+                                 wrap=True, interactive=False, max_height=420)
+            with gr.Row():
+                picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=2)
+                train_btn = gr.Button("Train this one", elem_id="search_train", scale=1)
+            note = gr.Markdown(elem_id="search_note")
+        front = gr.Plot(label="accuracy vs parameters", elem_id="search_front", scale=2)
 
     # -- events ----------------------------------------------------------------------------------
     inputs = [model, dataset, families, min_budget, max_budget, trials, steps, batch_size, max_length, seed, workspace_key]

@@ -345,14 +345,20 @@ def write_config(trial, path) -> Path:
     return path
 
 
+def size_label(config: dict) -> str:
+    """``budget=768``, ``nblocks=4 blk_r=2`` (and the targets unless query/value) of a trial's config."""
+    size = f"budget={config['budget']}" if config.get("budget") else " ".join(
+        f"{k}={v}" for k, v in (config.get("hparams") or {}).items())
+    targets = config.get("target_modules")
+    return size + (f" targets={targets}" if targets not in (None, "attention-qv") else "")
+
+
 def describe(trial) -> str:
     """``monarch nblocks=4 blk_r=2 lr=0.012`` for a trial's configuration."""
     c = trial.user_attrs.get("config") or {}
     if not c:
         return "(not started)"
-    size = f" budget={c['budget']}" if c.get("budget") else "".join(f" {k}={v}" for k, v in (c.get("hparams") or {}).items())
-    targets = f" targets={c['target_modules']}" if c.get("target_modules") else ""
-    return f"{c['method']}{size}{targets} lr={c['lr']:.3g}"
+    return " ".join(filter(None, [c["method"], size_label(c), f"lr={c['lr']:.3g}"]))
 
 
 def steps_saved(study) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from ..finetune import BBC_NEWS, FinetuneConfig, preview
 from ..search import Search, SearchSpace
-from ..search.study import counted, describe, describe_model, steps_saved
+from ..search.study import counted, describe, describe_model, size_label, steps_saved
 from .device import DEVICE, DeviceLine
 from .finetune import Limits, check_dataset, check_steps, model_error
 from .jobs import process_env
@@ -31,7 +31,7 @@ from .runs import SHARED
 
 log = logging.getLogger(__name__)
 
-TRIAL_COLUMNS = ["trial", "state", "configuration", "trainable params", "accuracy", "steps", "note"]
+TRIAL_COLUMNS = ["trial", "state", "method", "size", "lr", "trainable params", "accuracy", "steps", "note"]
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
           TrialState.FAIL: "failed", TrialState.WAITING: "waiting"}
 #: Most trials one search started from the app may run.
@@ -42,13 +42,14 @@ LOG_FILE = "search.log"
 def search_settings(model, dataset, families, min_budget, max_budget, trials=12, steps=60, batch_size=16,
                     max_length=64, seed=0, limits: Limits = Limits()) -> Search:
     """The search the page's fields describe, each checked with a message that names it; the
-    model and the space are checked too (every family must fit the budget range on the model)."""
+    model and the space are checked too (every family must fit the budget range on the model).
+    An empty or zero ``min_budget`` starts each family at its smallest member."""
     trials = whole("trials", trials)
     if trials > MAX_TRIALS:
         raise ValueError(f"trials = {trials} is more than a search here may run ({MAX_TRIALS})")
     steps = check_steps(whole("steps per trial", steps), limits)
     space = SearchSpace(list(families or []), max_budget=whole("max budget", max_budget),
-                        min_budget=None if min_budget in (None, "") else whole("min budget", min_budget))
+                        min_budget=None if min_budget in (None, "", 0) else whole("min budget", min_budget))
     model = (model or "").strip() or FinetuneConfig.model
     if Path(model).expanduser().is_dir():  # the search process runs in its own directory
         model = str(Path(model).expanduser().resolve())
@@ -195,7 +196,7 @@ class SearchJob:
             return f"Done: {text}." if done >= self.n_trials else f"Stopped: {text}."
         if self._stop.is_set():
             return f"{text} · stopping after the current step…"
-        return f"{text} · trial {done + 1} running"
+        return f"{text} · " + ("a trial is running" if running else "finishing" if done >= self.n_trials else "starting a trial")
 
 
 def trial_dicts(study) -> list[dict]:
@@ -208,8 +209,9 @@ def trial_dicts(study) -> list[dict]:
         last = t.intermediate_values[t.last_step] if t.last_step is not None else None
         note = {"pruned": f"pruned at step {t.user_attrs.get('steps')}", "failed": t.user_attrs.get("failure", ""),
                 "stopped": "stopped; run again on resume"}.get(state, "")
-        rows.append({"number": t.number, "state": state, "method": (t.user_attrs.get("config") or {}).get("method", ""),
-                     "label": describe(t), "trainable_params": t.user_attrs.get("trainable_params"),
+        config = t.user_attrs.get("config") or {}
+        rows.append({"number": t.number, "state": state, "method": config.get("method", ""), "size": size_label(config),
+                     "lr": config.get("lr"), "label": describe(t), "trainable_params": t.user_attrs.get("trainable_params"),
                      "accuracy": t.value if state == "complete" else last, "steps": t.user_attrs.get("steps"),
                      "note": note})
     return rows
@@ -217,9 +219,9 @@ def trial_dicts(study) -> list[dict]:
 
 def trial_rows(trials: list[dict]) -> list[list]:
     """The live table: one row of :data:`TRIAL_COLUMNS` per trial, the newest first."""
-    return [[t["number"], t["state"], t["label"], t["trainable_params"] or "",
-             "" if t["accuracy"] is None else round(t["accuracy"], 4), t["steps"] if t["steps"] is not None else "",
-             t["note"]] for t in reversed(trials)]
+    return [[t["number"], t["state"], t["method"], t["size"], "" if t["lr"] is None else f"{t['lr']:.3g}",
+             t["trainable_params"] or "", "" if t["accuracy"] is None else round(t["accuracy"], 4),
+             "" if t["steps"] is None else t["steps"], t["note"]] for t in reversed(trials)]
 
 
 def finetune_fields(study, number: int) -> tuple[dict, str]:
