@@ -29,7 +29,7 @@ import socket  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from surm_core import session  # noqa: E402
-from ui import compare, explore, finetune, links  # noqa: E402
+from ui import compare, explore, finetune, links, search  # noqa: E402
 
 #: Uploads and downloads in Gradio's cache are deleted once this old (checked every hour), and all
 #: of them at shutdown. A run keeps its own copy of its dataset, so nothing a run needs goes.
@@ -37,14 +37,17 @@ CACHE_AGE_S = 6 * 3600
 
 INTRO = """# SURM Explorer
 Structured parameter-efficient fine-tuning, made visible. **Explore** a matrix family at a parameter
-budget, **compare** how well each family approximates a matrix, then **fine-tune** a model with it."""
+budget, **compare** how well each family approximates a matrix, then **fine-tune** a model with it, or
+**search** which family and budget suit your model and data."""
 
 
 def build_app(runs_dir="runs", shared_runs: bool = False, limits: session.Limits = session.Limits(),
-              finetunes: session.Finetunes | None = None, max_map: int = session.MAX_EXPLORE_SIZE) -> gr.Blocks:
+              finetunes: session.Finetunes | None = None, searches: session.Searches | None = None,
+              max_map: int = session.MAX_EXPLORE_SIZE) -> gr.Blocks:
     """The explorer's Blocks. Fine-tuning runs are written to (and the runs table read from)
-    ``runs_dir``, one workspace per browser, or one for all with ``shared_runs``; fine-tunes beyond
-    ``limits`` are refused; Explore and Compare refuse maps of more than ``max_map`` a side."""
+    ``runs_dir``, one workspace per browser, or one for all with ``shared_runs``; searches beside
+    them in ``runs_dir/searches``; fine-tunes beyond ``limits`` are refused; Explore and Compare
+    refuse maps of more than ``max_map`` a side."""
     with gr.Blocks(title="SURM Explorer", delete_cache=(3600, CACHE_AGE_S)) as demo:
         gr.Markdown(INTRO)
         links.bar()
@@ -55,8 +58,10 @@ def build_app(runs_dir="runs", shared_runs: bool = False, limits: session.Limits
                 compared = compare.build(demo, explored.controls[-1], max_map)
             with gr.Tab("Fine-tune", id="finetune") as finetune_tab:
                 finetune.build(demo, runs_dir, shared_runs, limits, finetunes)
-        links.wire(demo, tabs, {"explore": explore_tab, "compare": compare_tab, "finetune": finetune_tab},
-                   explored, compared)
+            with gr.Tab("Search", id="search") as search_tab:
+                search.build(demo, tabs, runs_dir, shared_runs, limits, searches)
+        links.wire(demo, tabs, {"explore": explore_tab, "compare": compare_tab, "finetune": finetune_tab,
+                                "search": search_tab}, explored, compared)
     return demo
 
 
@@ -132,14 +137,16 @@ def serve(host: str, port: int, share: bool = False, runs_dir="runs", block: boo
     warning = exposure_warning(host, share, auth, shared_runs)
     if warning:
         print(warning, flush=True)
-    finetunes = session.Finetunes()
+    finetunes, searches = session.Finetunes(), session.Searches()
     atexit.register(finetunes.stop_all)  # a run stopped by the server's end keeps what it reached
-    demo = build_app(runs_dir, shared_runs, limits, finetunes, max_map).queue()
+    atexit.register(searches.stop_all)
+    demo = build_app(runs_dir, shared_runs, limits, finetunes, searches, max_map).queue()
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, show_error=True,
                 max_file_size=int(limits.max_upload_mb * 2**20), prevent_thread_lock=not block, quiet=not block,
                 head=links.HEAD, css=links.CSS)
     if block:  # the server has stopped
         finetunes.stop_all()
+        searches.stop_all()
     return demo
 
 

@@ -11,19 +11,28 @@ configuration runs on ``--seeds`` seeds at its method's best rate. Writes a Mark
 ± std accuracy to ``<out>/RESULTS.md`` with the answer to "which families match LoRA r=8 within
 its seed spread with fewer parameters, and by what factor", and the Pareto plot to
 ``<out>/pareto.png`` (rendered by headless Chromium from the plotly figure).
+
+It runs on the structure search's engine (``surm_core.search``): every fine-tune is a trial of
+an Optuna study in ``<out>/pareto.db``, sampled by a grid sampler and run by the same trial
+runner as ``python -m surm_core.search``; ``--resume`` continues the study.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
+import optuna
 import plotly.graph_objects as go
+from optuna.trial import TrialState
 
-from surm_core.finetune import FinetuneConfig, run
+from surm_core.finetune import FinetuneConfig
+from surm_core.search.study import TrialFailed, quiet, run_trial
 from surm_core.runtime import reuse_large_buffers
 from visualize.style import color
 from visualize.training import pareto
@@ -61,45 +70,84 @@ def config_for(method, budget, hparams, lr, seed, args) -> FinetuneConfig:
                           eval_size=args.eval_size, device=args.device)
 
 
+#: Every configuration the study may run, by the name its trials carry: "method label".
+CONFIGS = {f"{method} {label}".strip(): (method, label, budget, hparams)
+           for grid in (FULL_GRID, QUICK_GRID) for method, configs in grid.items() for label, budget, hparams in configs}
+
+
 class Runs:
-    """Every fine-tune of the study, logged to ``runs.jsonl`` as it ends; a configuration already
-    there (the learning-rate search's seed 0, or an earlier run of a resumed study) is not run
-    again: a seed fixes the whole run."""
+    """Every fine-tune of the study is a trial of one Optuna study in ``<out>/pareto.db``, run by
+    the structure search's trial runner (``surm_core.search.study.run_trial``): each step of the
+    study (a method's learning-rate grid, then its configurations × seeds) is a ``GridSampler``
+    over configuration, learning rate and seed. A run already in the study (the learning-rate
+    search's seed 0, or a resumed study's runs) is not run again: a seed fixes the whole run.
+    Each run is also logged to ``<out>/runs.jsonl`` as it ends (``acc`` None and ``failure`` for
+    a run that failed, e.g. diverged)."""
 
-    def __init__(self, path: Path, args, resume: bool):
-        self.args, self.done = args, {}
-        if resume and path.exists():
-            for record in map(json.loads, path.read_text().splitlines()):
-                self.done[self.key(record["method"], record["budget"], record["hparams"], record["lr"],
-                                   record["seed"])] = record
-        self.log = open(path, "a" if resume else "w")
+    def __init__(self, out: Path, args, resume: bool):
+        db = out / "pareto.db"
+        if db.exists() and not resume:
+            raise ValueError(f"{db} holds a study already: --resume continues it (or delete it to start again)")
+        self.args = args
+        self.study = optuna.create_study(study_name="pareto", storage=f"sqlite:///{db}", direction="maximize",
+                                         pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+        self.log = open(out / "runs.jsonl", "a" if resume else "w")
 
-    @staticmethod
-    def key(method, budget, hparams, lr, seed) -> tuple:
-        return method, budget, json.dumps(hparams), lr, seed
+    def done(self) -> dict:
+        """(config, lr, seed) -> the trial that ran it."""
+        return {(t.params["config"], t.params["lr"], t.params["seed"]): t for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)) if "acc" in t.user_attrs}
 
-    def get(self, method, label, budget, hparams, lr, seed) -> dict:
-        """The run's record: method, label, budget, hparams, lr, seed, trainable_params, acc."""
-        key = self.key(method, budget, hparams, lr, seed)
-        if key not in self.done:
-            s = run(config_for(method, budget, hparams, lr, seed, self.args))
-            self.done[key] = {"method": method, "label": label, "budget": budget, "hparams": hparams, "lr": lr,
-                              "seed": seed, "trainable_params": s["trainable_params"], "acc": s["final_eval_acc"]}
-            self.log.write(json.dumps(self.done[key]) + "\n")
-            self.log.flush()
-        return self.done[key]
+    def grid(self, method, labels, lrs, seeds) -> dict:
+        """Run the grid ``labels × lrs × seeds`` of ``method``; ``(label, lr, seed) -> record`` with
+        method, label, budget, hparams, lr, seed, trainable_params, acc."""
+        space = {"config": [f"{method} {label}".strip() for label in labels], "lr": list(lrs), "seed": list(seeds)}
+        sampler = optuna.samplers.GridSampler(space)
+        self.study.sampler = sampler
+        if not sampler.is_exhausted(self.study):
+            self.study.optimize(self.objective, n_trials=len(list(itertools.product(*space.values()))),
+                                catch=(TrialFailed,))
+        done = self.done()
+        return {(label, lr, seed): done[(f"{method} {label}".strip(), lr, seed)].user_attrs["record"]
+                for label in labels for lr in lrs for seed in seeds}
+
+    def objective(self, trial) -> float:
+        name = trial.suggest_categorical("config", list(CONFIGS))
+        lr = trial.suggest_float("lr", 1e-6, 10.0, log=True)
+        seed = trial.suggest_int("seed", 0, 2**31 - 1)
+        earlier = self.done().get((name, lr, seed))
+        if earlier is not None:  # the same run again would give the same numbers
+            trial.set_user_attr("record", earlier.user_attrs["record"])
+            trial.set_user_attr("acc", earlier.user_attrs["acc"])
+            return earlier.user_attrs["acc"] if earlier.user_attrs["acc"] is not None else float("nan")
+        method, label, budget, hparams = CONFIGS[name]
+        record = {"method": method, "label": label, "budget": budget, "hparams": hparams, "lr": lr, "seed": seed}
+        try:
+            acc = run_trial(trial, config_for(method, budget, hparams, lr, seed, self.args), threading.Event())
+        except TrialFailed as e:
+            acc, record["failure"] = None, str(e)
+        record.update(trainable_params=trial.user_attrs.get("trainable_params"), acc=acc)
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+        trial.set_user_attr("record", record)
+        trial.set_user_attr("acc", acc)
+        if acc is None:
+            raise TrialFailed(record["failure"])
+        return acc
 
 
 def tune_lr(method, label, budget, hparams, args, runs: Runs) -> tuple[float, list[float]]:
     """Best final eval accuracy on seed 0 over the method's learning-rate grid, and the rates
     tried. While the best is at an end of the grid, the grid goes one step further that way (by
-    its end ratio, at most twice): an optimum on the edge says the grid was in the wrong place."""
+    its end ratio, at most twice): an optimum on the edge says the grid was in the wrong place.
+    A run that failed (diverged) ranks below every other."""
     grid = list(LR_GRID.get(method, ADAPTER_LRS))
     if args.quick:
         return grid[1], grid
     scores = {}
     for extensions in range(3):
-        scores.update({lr: runs.get(method, label, budget, hparams, lr, 0)["acc"] for lr in grid if lr not in scores})
+        done = runs.grid(method, [label], [lr for lr in grid if lr not in scores], [0])
+        scores.update({lr: -1.0 if r["acc"] is None else r["acc"] for (_, lr, _), r in done.items()})
         best = max(scores, key=scores.get)
         if extensions == 2 or best not in (grid[0], grid[-1]):
             break
@@ -210,7 +258,7 @@ def main(argv=None):
                     help="keep only this many budgets of each structured family, smallest and largest first "
                          "(a shorter study; default: all)")
     ap.add_argument("--resume", action="store_true",
-                    help="keep <out>/runs.jsonl and run only what it does not hold yet (same settings)")
+                    help="continue the study in <out>/pareto.db: run only what it does not hold yet (same settings)")
     args = ap.parse_args(argv)
     if args.budgets_per_family is not None and args.budgets_per_family < 1:
         ap.error(f"--budgets-per-family must be at least 1, got {args.budgets_per_family}")
@@ -220,18 +268,24 @@ def main(argv=None):
     grid = QUICK_GRID if args.quick else {m: spread(c, args.budgets_per_family) if m in STRUCTURED else c
                                           for m, c in FULL_GRID.items()}
     reuse_large_buffers()
+    quiet()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     rows, lrs = [], {}
-    runs = Runs(out / "runs.jsonl", args, resume=args.resume)
+    try:
+        runs = Runs(out, args, resume=args.resume)
+    except ValueError as e:
+        ap.error(str(e))
     for method, configs in grid.items():
         # tune on the configuration in the middle of the method's range
         lrs[method] = tune_lr(method, *configs[len(configs) // 2], args, runs)
+        lr = lrs[method][0]
+        done = runs.grid(method, [label for label, _, _ in configs], [lr], range(args.seeds))
         for label, budget, hparams in configs:
-            done = [runs.get(method, label, budget, hparams, lrs[method][0], seed) for seed in range(args.seeds)]
-            accs = [r["acc"] for r in done]
-            rows.append({"method": method, "label": label, "trainable_params": done[-1]["trainable_params"],
+            records = [done[(label, lr, seed)] for seed in range(args.seeds)]
+            accs = [r["acc"] for r in records if r["acc"] is not None]  # seeds that did not fail
+            rows.append({"method": method, "label": label, "trainable_params": records[-1]["trainable_params"],
                          "accs": accs, "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)})
             print(f"{method:<20} {label:<12} {rows[-1]['trainable_params']:>10,} params  acc {rows[-1]['mean']:.4f} "
                   f"± {rows[-1]['std']:.4f}", flush=True)

@@ -73,23 +73,29 @@ def test_every_configuration_of_the_full_study_fits_minilm():
                 assert make("lowrank", 384, 384, **hparams).num_params == 768 * hparams["r"]
 
 
+def fake_run(calls, accuracy):
+    """The engine's ``run`` replaced by a summary whose accuracy is ``accuracy(config)``."""
+    def run(config, on_event=None, should_stop=None):
+        calls.append((config.method, config.lr, config.seed))
+        return {"trainable_params": 10, "final_eval_acc": accuracy(config), "steps_done": config.steps,
+                "stopped_reason": "completed"}
+    return run
+
+
 def test_a_resumed_study_runs_only_what_is_missing(tmp_path, monkeypatch):
     calls = []
-
-    def fake_run(config):
-        calls.append((config.method, config.lr, config.seed))
-        return {"trainable_params": 10, "final_eval_acc": 0.5 + config.lr}
-
-    monkeypatch.setattr(pareto, "run", fake_run)
+    monkeypatch.setattr("surm_core.search.study.run", fake_run(calls, lambda c: 0.5 + c.lr))
     args = SimpleNamespace(steps=1, batch_size=1, max_length=8, eval_size=None, device="cpu")
-    runs = pareto.Runs(tmp_path / "runs.jsonl", args, resume=False)
-    runs.get("circulant", "budget=384", 384, None, 0.01, 0)
-    runs.get("circulant", "budget=384", 384, None, 0.01, 0)  # the same run: not again
+    runs = pareto.Runs(tmp_path, args, resume=False)
+    runs.grid("circulant", ["budget=384"], [0.01], [0])
+    runs.grid("circulant", ["budget=384"], [0.01], [0])  # the same run: not again
     assert calls == [("circulant", 0.01, 0)]
     runs.log.close()
-    resumed = pareto.Runs(tmp_path / "runs.jsonl", args, resume=True)
-    assert resumed.get("circulant", "budget=384", 384, None, 0.01, 0)["acc"] == 0.51
-    resumed.get("circulant", "budget=384", 384, None, 0.01, 1)
+    with pytest.raises(ValueError, match="holds a study already: --resume continues it"):
+        pareto.Runs(tmp_path, args, resume=False)
+    resumed = pareto.Runs(tmp_path, args, resume=True)
+    assert resumed.grid("circulant", ["budget=384"], [0.01], [0])[("budget=384", 0.01, 0)]["acc"] == 0.51
+    resumed.grid("circulant", ["budget=384"], [0.01], [0, 1])  # seed 0 is in the study already
     assert calls == [("circulant", 0.01, 0), ("circulant", 0.01, 1)]
     resumed.log.close()
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
@@ -101,13 +107,15 @@ def test_a_resumed_study_runs_only_what_is_missing(tmp_path, monkeypatch):
     (1.0, [0.001, 0.003, 0.01, 0.03, 0.09, 0.3], 0.3),  # still at the top: at most two steps
     (8e-4, [0.0003, 0.001, 0.003, 0.01, 0.03], 0.001),  # ... and downward (÷3.3)
 ])
-def test_learning_rate_search_follows_an_optimum_on_the_grid_edge(peak, tried, best, monkeypatch):
+def test_learning_rate_search_follows_an_optimum_on_the_grid_edge(peak, tried, best, tmp_path, monkeypatch):
     import math
 
-    monkeypatch.setattr(pareto, "run", lambda c: {"trainable_params": 1, "final_eval_acc": -abs(math.log(c.lr / peak))})
+    calls = []
+    monkeypatch.setattr("surm_core.search.study.run", fake_run(calls, lambda c: -abs(math.log(c.lr / peak))))
     args = SimpleNamespace(steps=1, batch_size=1, max_length=8, eval_size=None, device="cpu", quick=False)
-    runs = pareto.Runs(os.devnull, args, resume=False)
+    runs = pareto.Runs(tmp_path, args, resume=False)
     assert pareto.tune_lr("circulant", "budget=384", 384, None, args, runs) == (best, tried)
+    assert sorted(lr for _, lr, _ in calls) == tried  # each rate ran once
     runs.log.close()
 
 

@@ -2,10 +2,11 @@
 from .compare import approximation_curves, approximation_table, dial_figure, operators_figure, target_matrix
 from .matrices import (displacement_figure, eigenvalue_plot, heatmap, no_eigenvalues_figure, parameter_figure,
                        spectrum)
+from .search import search_front
 from .training import parameter_bars, pareto, training_curves
 
 __all__ = [
     "heatmap", "parameter_figure", "spectrum", "eigenvalue_plot", "no_eigenvalues_figure", "displacement_figure",
     "approximation_curves", "approximation_table", "target_matrix", "dial_figure", "operators_figure",
-    "training_curves", "parameter_bars", "pareto",
+    "training_curves", "parameter_bars", "pareto", "search_front",
 ]

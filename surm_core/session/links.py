@@ -21,7 +21,7 @@ from ..families import FAMILIES
 from .compare import DIAL_MAX_R, TARGET_KINDS
 from .explore import OPERATORS
 
-TABS = ("explore", "compare", "finetune")
+TABS = ("explore", "compare", "finetune", "search")
 #: Explore's settings and their defaults (budget None: the family's smallest).
 EXPLORE_DEFAULTS = {"family": "circulant", "d_out": 64, "d_in": 64, "budget": None, "seed": 0,
                     "A": "Z1", "B": "Z-1", "large": False}

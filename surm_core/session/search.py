@@ -1,0 +1,290 @@
+"""The Search tab: a structure search in its own process (the command line's
+``python -m surm_core.search``), waiting for the device in the same line as fine-tunes, its trials
+read live from the study's database; and a trial's settings for the Fine-tune tab.
+
+>>> search = search_settings("", None, ["circulant", "lowrank"], None, 3072, trials=12, steps=60)
+>>> job = SearchJob(search_dir(runs_dir, None, "s1"), search, 12).start()    # doctest: +SKIP
+>>> rows = trial_rows(job.trials())                                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from ..finetune import BBC_NEWS, FinetuneConfig, preview
+from ..search import Search, SearchSpace
+from ..search.study import counted, describe, describe_model, size_label, steps_saved
+from .device import DEVICE, DeviceLine
+from .finetune import Limits, check_dataset, check_steps, model_error
+from .jobs import process_env
+from .runs import SHARED
+
+log = logging.getLogger(__name__)
+
+TRIAL_COLUMNS = ["trial", "state", "method", "size", "lr", "trainable params", "accuracy", "steps", "note"]
+STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
+          TrialState.FAIL: "failed", TrialState.WAITING: "waiting"}
+#: Most trials one search started from the app may run.
+MAX_TRIALS = 500
+LOG_FILE = "search.log"
+
+
+def search_settings(model, dataset, families, min_budget, max_budget, trials=12, steps=60, batch_size=16,
+                    max_length=64, seed=0, limits: Limits = Limits()) -> Search:
+    """The search the page's fields describe, each checked with a message that names it; the
+    model and the space are checked too (every family must fit the budget range on the model).
+    An empty or zero ``min_budget`` starts each family at its smallest member."""
+    trials = whole("trials", trials)
+    if trials > MAX_TRIALS:
+        raise ValueError(f"trials = {trials} is more than a search here may run ({MAX_TRIALS})")
+    steps = check_steps(whole("steps per trial", steps), limits)
+    space = SearchSpace(list(families or []), max_budget=whole("max budget", max_budget),
+                        min_budget=None if min_budget in (None, "", 0) else whole("min budget", min_budget))
+    model = (model or "").strip() or FinetuneConfig.model
+    if Path(model).expanduser().is_dir():  # the search process runs in its own directory
+        model = str(Path(model).expanduser().resolve())
+    run = FinetuneConfig(model=model, dataset=dataset or BBC_NEWS, steps=steps, eval_every=max(1, steps // 3),
+                         batch_size=whole("batch size", batch_size), max_length=whole("max length", max_length),
+                         seed=whole("seed", seed, 0))
+    check_dataset(run, limits)
+    try:
+        layers = describe_model(run, space.targets)
+    except ValueError as e:
+        raise ValueError(model_error(str(e), run.model)) from None
+    space.check(layers)
+    return Search(space, run)
+
+
+def whole(name: str, value, low: int = 1) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be a whole number ≥ {low}, got {value!r}")
+    return value
+
+
+def search_dir(runs_dir, workspace: Path | None, name: str) -> Path:
+    """Where a search of the workspace ``workspace`` (``None``: the shared one) lives: beside the
+    runs, in ``<runs_dir>/searches/<workspace>/<name>``, a new directory each time."""
+    root = Path(runs_dir) / "searches" / (workspace.name if workspace is not None else SHARED)
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise ValueError(f"could not find a free search name like {name!r}")
+
+
+def cli_args(search: Search, trials: int) -> list[str]:
+    """``python -m surm_core.search`` arguments for ``search`` in the current directory."""
+    run, space = search.run, search.space
+    args = ["--out", ".", "--families", *space.families, "--max-budget", str(space.max_budget), "--trials", str(trials),
+            "--steps", str(run.steps), "--eval-every", str(run.eval_every), "--batch-size", str(run.batch_size),
+            "--max-length", str(run.max_length), "--eval-size", "all" if run.eval_size is None else str(run.eval_size),
+            "--model", run.model, "--dataset", run.dataset, "--seed", str(run.seed)]
+    return args + (["--min-budget", str(space.min_budget)] if space.min_budget is not None else [])
+
+
+class SearchJob:
+    """One search's process: it waits for the device in ``line``, then runs its trials in
+    ``out``. Poll ``status()`` and ``trials()``; Stop is the command line's Ctrl-C (the running
+    trial ends after its current step)."""
+
+    def __init__(self, out: Path, search: Search, trials: int, line: DeviceLine = DEVICE):
+        self.out, self.search, self.n_trials, self.line = Path(out), search, trials, line
+        self.process: subprocess.Popen | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._storage = None
+        if search.run.dataset != BBC_NEWS:  # the search keeps its own copy of an upload
+            (self.out / "data").mkdir(exist_ok=True)
+            shutil.copyfile(search.run.dataset, self.out / "data" / Path(search.run.dataset).name)
+            search.run = dataclasses.replace(search.run, dataset=str((self.out / "data" / Path(search.run.dataset).name).resolve()))
+        self._thread = threading.Thread(target=self._run, name=f"search {self.out.name}", daemon=True)
+
+    @property
+    def name(self) -> str:
+        return self.out.name
+
+    def start(self) -> "SearchJob":
+        self.line.join(self)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            if not self.line.wait_turn(self, self._stop):
+                self.error = "stopped before it started"
+                return
+            with self._lock, open(self.out / LOG_FILE, "ab") as out:
+                if self._stop.is_set():
+                    self.error = "stopped before it started"
+                    return
+                self.process = subprocess.Popen([sys.executable, "-m", "surm_core.search", *cli_args(self.search, self.n_trials)],
+                                                cwd=self.out, env=process_env(), stdout=out, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL)
+            self.process.wait()
+            if self.process.returncode != 0:
+                lines = (self.out / LOG_FILE).read_text(errors="replace").splitlines()
+                reported = [x[len("error: "):] for x in lines if x.startswith("error: ")]
+                self.error = reported[-1] if reported else f"the search process failed (exit code {self.process.returncode})"
+                log.error("search %s failed:\n%s", self.out, "\n".join(lines[-20:]))
+        except Exception as e:  # could not even start a process: say so, keep serving
+            log.exception("search %s could not start", self.out)
+            self.error = f"could not start the search process ({type(e).__name__}: {e})"
+        finally:
+            self.line.leave(self)
+
+    def stop(self) -> None:
+        """Leave the line, or ask the process to stop after the running trial's current step."""
+        with self._lock:
+            self._stop.set()
+            if self.process is not None and self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def study(self):
+        """The search's Optuna study, once its process has created it (else None)."""
+        if self._storage is None:
+            if not (self.out / "study.db").exists():
+                return None
+            self._storage = optuna.storages.RDBStorage(f"sqlite:///{self.out / 'study.db'}")
+        try:
+            return optuna.load_study(study_name=self.out.resolve().name, storage=self._storage)
+        except KeyError:  # the database exists, the study not yet
+            return None
+
+    def trials(self) -> list[dict]:
+        study = self.study()
+        return trial_dicts(study) if study is not None else []
+
+    def status(self) -> str:
+        """One line for people: where the search is."""
+        if self.error is not None:
+            return f"Failed: {self.error}"
+        position = self.line.position(self)
+        if self.process is None and position:
+            return f"Queued: {position} job{'s' if position > 1 else ''} ahead on the device (one at a time)."
+        study = self.study()
+        if study is None:
+            return "Loading the model and the data…" if not self.done() else "Stopped before the first trial."
+        done, running = counted(study)
+        run_steps, saved = steps_saved(study)
+        pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        text = f"{done} of {self.n_trials} trials done ({pruned} pruned), {run_steps:,} steps run, {saved:,} saved by pruning"
+        if self.done():
+            return f"Done: {text}." if done >= self.n_trials else f"Stopped: {text}."
+        if self._stop.is_set():
+            return f"{text} · stopping after the current step…"
+        return f"{text} · " + ("a trial is running" if running else "finishing" if done >= self.n_trials else "starting a trial")
+
+
+def trial_dicts(study) -> list[dict]:
+    """Every trial of ``study`` as the page shows it (and :func:`visualize.search_front` draws it)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        state = STATES.get(t.state, t.state.name.lower())
+        if state == "failed" and t.user_attrs.get("interrupted"):
+            state = "stopped"
+        last = t.intermediate_values[t.last_step] if t.last_step is not None else None
+        note = {"pruned": f"pruned at step {t.user_attrs.get('steps')}", "failed": t.user_attrs.get("failure", ""),
+                "stopped": "stopped; run again on resume"}.get(state, "")
+        config = t.user_attrs.get("config") or {}
+        rows.append({"number": t.number, "state": state, "method": config.get("method", ""), "size": size_label(config),
+                     "lr": config.get("lr"), "label": describe(t), "trainable_params": t.user_attrs.get("trainable_params"),
+                     "accuracy": t.value if state == "complete" else last, "steps": t.user_attrs.get("steps"),
+                     "note": note})
+    return rows
+
+
+def trial_rows(trials: list[dict]) -> list[list]:
+    """The live table: one row of :data:`TRIAL_COLUMNS` per trial, the newest first."""
+    return [[t["number"], t["state"], t["method"], t["size"], "" if t["lr"] is None else f"{t['lr']:.3g}",
+             t["trainable_params"] or "", "" if t["accuracy"] is None else round(t["accuracy"], 4),
+             "" if t["steps"] is None else t["steps"], t["note"]] for t in reversed(trials)]
+
+
+def finetune_fields(study, number: int) -> tuple[dict, str]:
+    """The Fine-tune tab's field values that train trial ``number`` again, and a note. LoRA goes
+    by rank and alpha, the other families by the budget per layer; a Monarch or LDR trial whose
+    ``nblocks``/``r`` the tab cannot set gets the budget its hyperparameters use, which the tab
+    fits with ``from_budget`` (the note says so; ``best.json`` and the command line keep them)."""
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number and "config" in t.user_attrs), None)
+    if trial is None:
+        raise ValueError(f"this search has no started trial {number}")
+    c = trial.user_attrs["config"]
+    fields = {"model": c["model"], "dataset": None if c["dataset"] == BBC_NEWS else c["dataset"], "method": c["method"],
+              "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"], "max_length": c["max_length"],
+              "seed": c["seed"], "eval_every": c["eval_every"], "eval_size": "all" if c["eval_size"] is None else str(c["eval_size"])}
+    note = f"Filled from trial {number} ({describe(trial)})."
+    targets = c.get("target_modules")
+    fields["targets"], fields["custom_targets"] = (targets or "attention-qv", "") if not isinstance(targets, list) else ("custom", ", ".join(targets))
+    if c["method"] == "lowrank":
+        hp = preview(FinetuneConfig.from_dict(c))["layers"][0]["hparams"]
+        fields.update(rank=hp["r"], alpha=hp["alpha"])
+    elif c["budget"] is not None:
+        fields["budget"] = c["budget"]
+    elif c["hparams"] is not None:
+        layers = preview(FinetuneConfig.from_dict(c))["layers"]
+        fields["budget"] = max(layer["params"] for layer in layers)
+        note += (f" The Fine-tune tab sizes {c['method']} by its budget per layer ({fields['budget']:,}), which may pick "
+                 f"other {', '.join(c['hparams'])} than the trial's {json.dumps(c['hparams'])}; "
+                 "python -m surm_core.finetune --config with the trial's exported JSON keeps them.")
+    return fields, note
+
+
+def front_line(study) -> str:
+    """The best trial so far, for the page."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return ""
+    top = max(complete, key=lambda t: (t.value, -t.user_attrs["trainable_params"]))
+    return (f"Best so far: trial {top.number}, {describe(top)}, accuracy {top.value:.4f} with "
+            f"{top.user_attrs['trainable_params']:,} trainable parameters.")
+
+
+class Searches:
+    """The searches this server started, at most one per owner (a browser session) at a time."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: dict[str, SearchJob] = {}
+
+    def start(self, owner: str, make_job) -> SearchJob:
+        with self._lock:
+            job = self._jobs.get(owner)
+            if job is not None and not job.done():
+                raise ValueError(f"your search {job.name!r} is still going; one at a time per page: press Stop, or wait")
+            job = self._jobs[owner] = make_job().start()
+            return job
+
+    def of(self, owner: str) -> SearchJob | None:
+        return self._jobs.get(owner)
+
+    def stop_all(self, timeout: float = 60) -> None:
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.stop()
+        for job in jobs:
+            job.wait(timeout)
+

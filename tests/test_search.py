@@ -1,0 +1,356 @@
+"""The structure search on a tiny BERT and a tiny topic CSV (test_finetune.py's): sampling, pruning, the front,
+workers sharing a study, resuming a killed search, failing trials, exporting, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial, TrialState
+
+import visualize
+from surm_core.finetune import FinetuneConfig
+from surm_core.search import FrontPruner, Layers, Search, SearchSpace, best, front, run_search
+from surm_core.search import study as study_module
+from surm_core.search.space import ldr_hparams, monarch_hparams
+from test_finetune import make_tiny_model, write_topics_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"model": make_tiny_model(root / "model"), "dataset": write_topics_csv(root / "topics.csv")}
+
+
+def tiny_search(tiny, families=("circulant", "lowrank", "monarch", "head-only"), **space) -> Search:
+    run = FinetuneConfig(model=tiny["model"], dataset=tiny["dataset"], steps=6, eval_every=2, batch_size=16,
+                         max_length=16, device="cpu")
+    limit = {} if {"max_budget", "max_params"} & set(space) else {"max_budget": 128}
+    return Search(SearchSpace(list(families), **limit, **space), run)
+
+
+def cli_args(tiny, out, *extra) -> list[str]:
+    return ["--model", tiny["model"], "--dataset", tiny["dataset"], "--families", "circulant", "lowrank",
+            "--max-budget", "128", "--steps", "6", "--eval-every", "2", "--batch-size", "16", "--max-length", "16",
+            "--device", "cpu", "--out", str(out), *extra]
+
+
+def env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def finished(study) -> list:
+    return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+
+
+# -- the search space -------------------------------------------------------------------------------
+
+def test_suggest_turns_sampled_values_into_a_finetune_config():
+    layers = Layers({"attention-qv": [(384, 384)] * 12}, head_params=1925)
+    space = SearchSpace(["monarch", "ldr", "circulant", "head-only"], max_budget=6144)
+    pick = lambda **p: space.suggest(FixedTrial(p), layers)  # noqa: E731
+    assert pick(family="monarch", **{"monarch.lr": 0.1, "monarch.budget": 3072, "monarch.nblocks": 4}) == {
+        "method": "monarch", "budget": None, "hparams": {"nblocks": 4, "blk_r": 4}, "target_modules": "attention-qv", "lr": 0.1}
+    # 768 per layer: MoRe's 384 blocks of rank 1 (a diagonal map) or 4 blocks of rank 1 ...
+    assert pick(family="monarch", **{"monarch.lr": 0.1, "monarch.budget": 768, "monarch.nblocks": 384})["hparams"] == {"nblocks": 384, "blk_r": 1}
+    # ... and 5 blocks need 770 (padding), so the largest fewer blocks that fit
+    assert pick(family="monarch", **{"monarch.lr": 0.1, "monarch.budget": 768, "monarch.nblocks": 5})["hparams"] == {"nblocks": 4, "blk_r": 1}
+    assert pick(family="ldr", **{"ldr.lr": 0.01, "ldr.budget": 6144, "ldr.r": 2})["hparams"] == {"block": 96, "r": 2}
+    assert pick(family="circulant", **{"circulant.lr": 0.01, "circulant.budget": 1000})["budget"] == 1000
+    trial = optuna.create_study().ask()
+    SearchSpace(["circulant"], max_budget=6144, min_budget=1000).suggest(trial, layers)
+    assert (trial.distributions["circulant.budget"].low, trial.distributions["circulant.budget"].high) == (1000, 6144)
+    assert trial.distributions["circulant.budget"].log and trial.distributions["circulant.lr"].log
+    assert pick(family="head-only", **{"head-only.lr": 0.05}) == {
+        "method": "head-only", "budget": None, "hparams": None, "target_modules": None, "lr": 0.05}
+
+
+def test_member_rules_fit_the_budget_on_every_layer():
+    from surm_core import FAMILIES
+    from surm_core.families.monarch import monarch_dims
+
+    shapes = [(384, 384), (1536, 384), (384, 1536)]
+    for budget in (3072, 5000, 20000):  # LDR needs 3072 on the 384 × 1536 layer
+        for nblocks in (1, 3, 4, 64):
+            hp = monarch_hparams(shapes, budget, nblocks)
+            counts = [FAMILIES["monarch"].count(*s, **hp) for s in shapes]
+            assert max(counts) <= budget and hp["nblocks"] <= nblocks
+            bigger = dict(hp, blk_r=hp["blk_r"] + 1)  # the largest blk_r that fits, up to in_blk
+            in_blk = min(monarch_dims(*s, hp["nblocks"])[0] for s in shapes)
+            assert max(FAMILIES["monarch"].count(*s, **bigger) for s in shapes) > budget or hp["blk_r"] == in_blk
+        for r in (1, 2, 4):
+            hp = ldr_hparams(shapes, budget, r)
+            assert max(FAMILIES["ldr"].count(*s, **hp) for s in shapes) <= budget and hp["r"] <= r
+
+
+def test_a_total_parameter_cap_lowers_the_budget_per_layer():
+    layers = Layers({"attention-qv": [(384, 384)] * 12, "all-linear": [(384, 384)] * 24}, head_params=1925)
+    space = SearchSpace(["lowrank"], max_params=1925 + 12 * 3072, targets=["attention-qv", "all-linear"])
+    trial = {"lowrank.lr": 0.01, "lowrank.budget": 3072}
+    assert space.suggest(FixedTrial({**trial, "targets": "attention-qv"}), layers)["budget"] == 3072
+    assert space.suggest(FixedTrial({**trial, "targets": "all-linear"}), layers)["budget"] == 1536
+
+
+def test_layers_come_from_the_engine_target_presets(tiny):
+    layers = study_module.describe_model(tiny_search(tiny).run, ["attention-qv", "all-linear", "query,key"])
+    assert layers.shapes["attention-qv"] == [(32, 32)] * 4  # query and value of 2 layers
+    assert sorted(set(layers.shapes["all-linear"])) == [(32, 32), (32, 64), (64, 32)]
+    assert len(layers.shapes["query,key"]) == 4 and layers.head_params == 4 * 32 + 4
+
+
+def test_front_pruner_compares_only_with_trials_no_larger():
+    study = optuna.create_study(direction="maximize")
+    for params, acc in [(100, 0.9), (100, 0.8), (100, 0.85), (200, 0.95), (5000, 0.99), (5000, 0.99)]:
+        study.add_trial(optuna.trial.create_trial(value=acc, intermediate_values={2: acc}, user_attrs={"trainable_params": params}))
+
+    def pruned(params, acc):
+        trial = optuna.trial.create_trial(state=TrialState.RUNNING, intermediate_values={2: acc},
+                                          user_attrs={"trainable_params": params})
+        return FrontPruner(min_trials=3).prune(study, trial)
+
+    assert not pruned(100, 0.86)   # above the median of the three of its size
+    assert pruned(100, 0.84)       # below it
+    assert not pruned(50, 0.1)     # nothing smaller to compare with: a small trial is never cut for being small
+    assert pruned(300, 0.87)       # median of the four no larger ones is 0.875
+    assert not pruned(300, 0.88)   # the two 5000-parameter trials at 0.99 do not count against it
+
+
+# -- searches on the tiny model ----------------------------------------------------------------------
+
+def test_a_six_trial_search_completes_with_a_non_dominated_front(tiny, tmp_path, capsys):
+    search = tiny_search(tiny, targets=["attention-qv", "all-linear"])
+    study = run_search(search, tmp_path / "s", trials=6, on_trial=study_module.print_trial)
+    assert len(finished(study)) == 6
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial")]
+    assert len(lines) == 6 and all("done" in line for line in lines)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    points = front(study)
+    assert points and set(t.number for t in points) <= {t.number for t in complete}
+    size = lambda t: t.user_attrs["trainable_params"]  # noqa: E731
+    for p in points:  # nothing complete is as small and more accurate
+        assert not any(size(t) <= size(p) and t.value > p.value for t in complete)
+    for t in complete:  # everything else is matched or beaten by a point of the front
+        assert any(size(p) <= size(t) and p.value >= t.value for p in points)
+    assert [size(p) for p in points] == sorted(size(p) for p in points)
+    assert json.loads((tmp_path / "s" / "best.json").read_text()) == best(study).user_attrs["config"]
+    for t in finished(study):  # every trial is an ordinary run directory
+        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert summary["steps_done"] == t.user_attrs["steps"] and summary["config"]["lr"] == t.user_attrs["config"]["lr"]
+        if t.state == TrialState.PRUNED:
+            assert t.user_attrs["steps"] < 6 and t.user_attrs["steps"] in t.intermediate_values
+
+
+def test_two_worker_processes_finish_one_study_without_running_a_trial_twice(tiny, tmp_path):
+    study = run_search(tiny_search(tiny, ("circulant", "lowrank")), tmp_path / "s", trials=4, workers=2)
+    trials = finished(study)
+    assert len(trials) in (4, 5)  # two workers may both start the last trial at the same moment
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials ...
+    run_dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(run_dirs)) == len(trials)  # ... each in its own run directory
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)  # never the same configuration
+    assert len(list((tmp_path / "s" / "trials").iterdir())) == len(trials)
+
+
+def test_a_killed_search_resumes_without_repeating_finished_trials(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "surm_core.search", *cli_args(tiny, out, "--trials", "5")],
+                            env=env(), stdout=subprocess.PIPE, text=True)
+    lines = []
+    while len(lines) < 2:  # two trials finished
+        line = proc.stdout.readline()
+        assert line, f"the search ended early: {lines}"
+        lines += [line] if line.startswith("trial") else []
+    time.sleep(0.5)
+    proc.kill()  # no chance to clean up: its running trial stays "running" in the database
+    proc.wait()
+    before = {t.number: (t.state, t.value) for t in finished(optuna.load_study(study_name="s", storage=f"sqlite:///{out}/study.db"))}
+    assert len(before) >= 2
+    mtimes = {n: (out / "trials" / f"{n:04d}" / "metrics.jsonl").stat().st_mtime for n in before}
+
+    monkeypatch.setattr(study_module, "GRACE_S", 1)  # the dead worker's trial is stale after 1 s
+    time.sleep(1.5)
+    search = Search(SearchSpace(["circulant", "lowrank"], max_budget=128), FinetuneConfig(
+        model=tiny["model"], dataset=tiny["dataset"], steps=6, eval_every=2, batch_size=16, max_length=16, device="cpu"))
+    study = run_search(search, out, trials=5, resume=True)
+    after = {t.number: (t.state, t.value) for t in finished(study)}
+    assert {n: after[n] for n in before} == before  # finished trials are kept, not run again
+    counted = [t for t in finished(study) if t.state != TrialState.FAIL or "failure" in t.user_attrs]
+    assert len(counted) == 5
+    for n, t in enumerate(study.trials):
+        if n not in before and t.state == TrialState.FAIL:  # the killed one: failed by its heartbeat ...
+            retry = [r for r in study.trials if r.system_attrs.get("failed_trial") == n]
+            assert len(retry) == 1 and retry[0].state != TrialState.FAIL  # ... and run again
+            assert t.params.items() <= retry[0].params.items()  # with what it had sampled before it died
+    for t in finished(study):
+        if t.state != TrialState.FAIL:
+            assert (Path(t.user_attrs["run_dir"]) / "summary.json").exists()
+    assert {n: (out / "trials" / f"{n:04d}" / "metrics.jsonl").stat().st_mtime for n in before} == mtimes
+
+
+def test_ctrl_c_stops_cleanly_and_resume_reruns_the_stopped_trial(tiny, tmp_path, capsys):
+    from surm_core.search.__main__ import main
+
+    out = tmp_path / "s"
+
+    def press_ctrl_c():  # once the first trial trains, as a user would
+        while not list(out.glob("trials/0000/metrics.jsonl")):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    args = cli_args(tiny, out, "--trials", "2", "--steps", "60", "--eval-every", "30")
+    assert main(args) == 0
+    output = capsys.readouterr().out
+    assert "trial   0" in output and "interrupted: queued to run again on --resume" in output
+    assert "continue with the same command and --resume" in output
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{out}/study.db")
+    stopped, retry = study.trials
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["interrupted"]
+    assert retry.state == TrialState.WAITING and retry.params == stopped.params
+
+    assert main(cli_args(tiny, out, "--trials", "2", "--steps", "60", "--eval-every", "30", "--resume")) == 0
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{out}/study.db")
+    assert study.trials[1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert study.trials[1].params == stopped.params and len(finished(study)) == 3  # the stopped one and two more
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny, tmp_path, capsys):
+    search = tiny_search(tiny, ("circulant",))
+    out = tmp_path / "s"
+    study = study_module.open_study(search, study_module.open_storage(None, out), "s", resume=False)
+    study.enqueue_trial({"circulant.lr": 1e30, "circulant.budget": 64})
+    study = run_search(search, out, trials=2, resume=True, on_trial=study_module.print_trial)
+    first, second = study.trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["failure"].startswith(("non-finite loss at step", "diverged at step"))
+    assert second.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert f"failed: {first.user_attrs['failure']}" in capsys.readouterr().out
+
+
+def test_the_exported_json_trains_through_the_finetune_cli(tiny, tmp_path, capsys):
+    from surm_core.finetune.__main__ import main as finetune
+    from surm_core.search.__main__ import export_main
+
+    out = tmp_path / "s"
+    study = run_search(tiny_search(tiny, ("lowrank",)), out, trials=1)
+    assert export_main(["--out", str(out), "--trial", "0"]) == 0
+    assert json.loads((out / "trial-0.json").read_text()) == json.loads((out / "best.json").read_text())
+    assert finetune(["--config", str(out / "best.json"), "--steps", "3", "--out", str(tmp_path / "longer")]) == 0
+    summary = json.loads((tmp_path / "longer" / "summary.json").read_text())
+    config = study.best_trial.user_attrs["config"]
+    assert summary["steps_done"] == 3
+    assert {k: summary["config"][k] for k in ("method", "budget", "hparams", "lr", "model")} == {
+        k: config[k] for k in ("method", "budget", "hparams", "lr", "model")}
+
+
+# -- bad input: a clear message before any trial ----------------------------------------------------
+
+def no_trial_ran(out: Path) -> bool:
+    return not (out / "trials").exists()
+
+
+@pytest.mark.parametrize("families,space,message", [
+    ([], {"max_budget": 128}, "give at least one family to search"),
+    (["circulant", "monarch"], {"max_budget": 8}, "below every family's smallest on this model (circulant 32, monarch 64)"),
+    (["circulant", "monarch"], {"max_budget": 40}, "monarch's smallest member needs 64 parameters per layer"),
+    (["circulant"], {"max_params": 10}, "below the 132 head parameters"),
+    (["circulnt"], {"max_budget": 128}, "unknown family 'circulnt'"),
+    (["circulant"], {"max_budget": 64, "min_budget": 100}, "the minimum budget of 100 per layer is above"),
+])
+def test_bad_spaces_are_refused_before_any_trial(tiny, tmp_path, families, space, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_search(tiny_search(tiny, families, **space), tmp_path / "s", trials=3)
+    assert no_trial_ran(tmp_path / "s")
+
+
+def test_zero_trials_and_unreachable_storage_are_refused(tiny, tmp_path):
+    with pytest.raises(ValueError, match="the number of trials must be a positive integer, got 0"):
+        run_search(tiny_search(tiny), tmp_path / "s", trials=0)
+    for url, reason in [("sqlite:////nonexistent-dir/study.db", "OperationalError"),
+                        ("postgresql://search@127.0.0.1:1/studies", "")]:
+        with pytest.raises(ValueError, match=f"cannot open the storage '{url}': {reason}"):
+            run_search(tiny_search(tiny), tmp_path / "s", trials=3, storage=url)
+    assert no_trial_ran(tmp_path / "s")
+
+
+def test_a_study_with_a_different_search_is_refused(tiny, tmp_path):
+    out = tmp_path / "s"
+    study_module.open_study(tiny_search(tiny, ("circulant",)), study_module.open_storage(None, out), "s", resume=False)
+    with pytest.raises(ValueError, match=r"exists with a different search \(space.families: \['circulant'\] there, \['lowrank'\] here\)"):
+        run_search(tiny_search(tiny, ("lowrank",)), out, trials=3, resume=True)
+    with pytest.raises(ValueError, match="exists already in this storage: --resume continues it"):
+        run_search(tiny_search(tiny, ("circulant",)), out, trials=3)
+    with pytest.raises(ValueError, match="there is no study 'other' to resume"):
+        run_search(tiny_search(tiny, ("circulant",)), out, trials=3, name="other", resume=True)
+    assert no_trial_ran(out)
+
+
+def test_cli_bad_input_is_one_clear_line(tiny, tmp_path, capsys):
+    from surm_core.search.__main__ import main
+
+    for extra, message in [(["--families"], "error: give at least one family to search"),
+                           (["--trials", "0"], "error: the number of trials must be a positive integer, got 0")]:
+        assert main(cli_args(tiny, tmp_path / "s", *extra)) == 2
+        assert capsys.readouterr().err.startswith(message)
+    assert no_trial_ran(tmp_path / "s")
+
+
+# -- the app's Search tab, without a browser ---------------------------------------------------------
+
+def test_the_search_tab_waits_for_the_device_runs_apart_and_fills_the_finetune_tab(tiny, tmp_path):
+    from surm_core import session
+
+    search = session.search_settings(tiny["model"], tiny["dataset"], ["circulant", "lowrank", "monarch"], None, 128,
+                                     trials=3, steps=6, batch_size=16, max_length=16)
+    line = session.DeviceLine()
+    line.join("a fine-tune")  # holds the device
+    job = session.SearchJob(session.search_dir(tmp_path, None, "s"), search, 3, line=line).start()
+    time.sleep(0.5)
+    assert job.status() == "Queued: 1 job ahead on the device (one at a time)." and job.process is None
+    line.leave("a fine-tune")
+    assert job.wait(600) and job.error is None, job.status()
+    assert job.status().startswith("Done: 3 of 3 trials done")
+    trials = job.trials()
+    rows = session.trial_rows(trials)
+    assert [r[0] for r in rows] == [2, 1, 0] and {r[1] for r in rows} <= {"complete", "pruned"}
+    assert len(visualize.search_front(trials).data) >= 2  # the trials and the front
+    for t in trials:
+        fields, note = session.finetune_fields(job.study(), t["number"])
+        config = job.study().trials[t["number"]].user_attrs["config"]
+        assert fields["method"] == config["method"] and fields["lr"] == config["lr"] and fields["steps"] == 6
+        assert fields["dataset"] == config["dataset"] and fields["dataset"].startswith(str(job.out))  # the search's copy
+        if config["method"] == "lowrank":
+            assert fields["rank"] >= 1 and fields["alpha"] == fields["rank"]
+        elif config["method"] == "monarch":
+            assert "sizes monarch by its budget per layer" in note
+        else:
+            assert fields["budget"] == config["budget"]
+    with pytest.raises(ValueError, match="this search has no started trial 7"):
+        session.finetune_fields(job.study(), 7)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"families": []}, "give at least one family to search"),
+    ({"trials": 0}, "trials must be a whole number ≥ 1, got 0"),
+    ({"max_budget": 8}, "below every family's smallest on this model"),
+    ({"steps": 10**6}, "is more than this server allows"),
+    ({"model": "/nonexistent/model"}, "could not load a model from '/nonexistent/model'"),
+])
+def test_search_tab_settings_are_checked_with_clear_messages(tiny, change, message):
+    from surm_core import session
+
+    settings = {"model": tiny["model"], "dataset": tiny["dataset"], "families": ["circulant"], "min_budget": None,
+                "max_budget": 128, "trials": 3, "steps": 6, **change}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        session.search_settings(**settings)
