@@ -76,7 +76,14 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         study = job.study() if job is not None else None
         if study is None or number in (None, ""):
             raise ValueError("start a search and choose one of its trials first")
-        fields, note = session.finetune_fields(study, int(number))
+        return fill_finetune(*session.finetune_fields(study, int(number)))
+
+    @visible_errors
+    def train_file(path):
+        """Fill the Fine-tune tab from a configuration file (a search's best.json) and open it."""
+        return fill_finetune(*session.config_file_fields(path))
+
+    def fill_finetune(fields: dict, note: str):
         gr.Info(note)
         values = [fields.get(name, gr.skip()) for name in FINETUNE_FIELDS]
         return (*values, gr.Tabs(selected="finetune"), note)
@@ -112,10 +119,12 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
     with gr.Row():
         with gr.Column(scale=3):
             table = gr.Dataframe(headers=session.TRIAL_COLUMNS, label="trials (newest first)", elem_id="search_table",
-                                 wrap=True, interactive=False, max_height=420)
+                                 wrap=True, interactive=False, max_height=420,
+                                 column_widths=["8%", "12%", "15%", "19%", "9%", "10%", "11%", "8%", "8%"])
             with gr.Row():
                 picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=2)
                 train_btn = gr.Button("Train this one", elem_id="search_train", scale=1)
+                load_btn = gr.UploadButton("Train a best.json…", file_types=[".json"], elem_id="search_load", scale=1)
             note = gr.Markdown(elem_id="search_note")
         front = gr.Plot(label="accuracy vs parameters", elem_id="search_front", scale=2)
 
@@ -125,3 +134,4 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
                     trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="search_stop")
     train_btn.click(train_this_one, picked, [*finetune_fields, tabs, note], api_name="search_train")
+    load_btn.upload(train_file, load_btn, [*finetune_fields, tabs, note], api_name="search_load")

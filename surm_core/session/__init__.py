@@ -19,7 +19,7 @@ from .device import DEVICE, DeviceLine
 from .finetune import (METHODS, PLAN_COLUMNS, TARGETS, Limits, check_dataset, check_run_name, default_run_name,
                        device_name, finetune_config, plan)
 from .jobs import FinetuneJob, Finetunes, estimate, estimate_line, new_run, resumed_run
-from .search import (TRIAL_COLUMNS, Searches, SearchJob, finetune_fields, front_line, search_dir, search_settings,
+from .search import (TRIAL_COLUMNS, Searches, SearchJob, config_file_fields, finetune_fields, front_line, search_dir, search_settings,
                      trial_dicts, trial_rows)
 from .runs import (RUN_COLUMNS, classify, comparable, delete_run, evaluated, filter_runs, find_run, load_runs, model_label,
                    new_run_dir, new_workspace_key, package_run, reference_params, runs_rows, runs_view, snippet,

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..finetune import BBC_NEWS, FinetuneConfig, preview
+from ..finetune import BBC_NEWS, FinetuneConfig, load_config, preview
 from ..search import Search, SearchSpace
 from ..search.study import counted, describe, describe_model, size_label, steps_saved
 from .device import DEVICE, DeviceLine
@@ -31,7 +31,7 @@ from .runs import SHARED
 
 log = logging.getLogger(__name__)
 
-TRIAL_COLUMNS = ["trial", "state", "method", "size", "lr", "trainable params", "accuracy", "steps", "note"]
+TRIAL_COLUMNS = ["trial", "state", "method", "size", "lr", "params", "accuracy", "steps", "note"]
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
           TrialState.FAIL: "failed", TrialState.WAITING: "waiting"}
 #: Most trials one search started from the app may run.
@@ -225,18 +225,31 @@ def trial_rows(trials: list[dict]) -> list[list]:
 
 
 def finetune_fields(study, number: int) -> tuple[dict, str]:
-    """The Fine-tune tab's field values that train trial ``number`` again, and a note. LoRA goes
-    by rank and alpha, the other families by the budget per layer; a Monarch or LDR trial whose
-    ``nblocks``/``r`` the tab cannot set gets the budget its hyperparameters use, which the tab
-    fits with ``from_budget`` (the note says so; ``best.json`` and the command line keep them)."""
+    """The Fine-tune tab's field values that train trial ``number`` again, and a note (see
+    :func:`config_fields`)."""
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number and "config" in t.user_attrs), None)
     if trial is None:
         raise ValueError(f"this search has no started trial {number}")
-    c = trial.user_attrs["config"]
+    return config_fields(trial.user_attrs["config"], f"trial {number} ({describe(trial)})")
+
+
+def config_file_fields(path) -> tuple[dict, str]:
+    """The Fine-tune tab's field values for a configuration file (a search's ``best.json``, an
+    exported trial, a run's ``config.json``), checked as ``--config`` checks it, and a note."""
+    config = load_config(path)
+    return config_fields(config.to_dict(), f"{Path(path).name} ({config.method}, lr={config.lr:.3g})")
+
+
+def config_fields(c: dict, source: str) -> tuple[dict, str]:
+    """The Fine-tune tab's field values for the config fields ``c``, and a note naming ``source``.
+    LoRA goes by rank and alpha, the other families by the budget per layer; a Monarch or LDR
+    configuration whose ``nblocks``/``r`` the tab cannot set gets the budget its hyperparameters
+    use, which the tab fits with ``from_budget`` (the note says so; the JSON file and the command
+    line keep them)."""
     fields = {"model": c["model"], "dataset": None if c["dataset"] == BBC_NEWS else c["dataset"], "method": c["method"],
               "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"], "max_length": c["max_length"],
               "seed": c["seed"], "eval_every": c["eval_every"], "eval_size": "all" if c["eval_size"] is None else str(c["eval_size"])}
-    note = f"Filled from trial {number} ({describe(trial)})."
+    note = f"Filled from {source}."
     targets = c.get("target_modules")
     fields["targets"], fields["custom_targets"] = (targets or "attention-qv", "") if not isinstance(targets, list) else ("custom", ", ".join(targets))
     if c["method"] == "lowrank":
@@ -248,8 +261,8 @@ def finetune_fields(study, number: int) -> tuple[dict, str]:
         layers = preview(FinetuneConfig.from_dict(c))["layers"]
         fields["budget"] = max(layer["params"] for layer in layers)
         note += (f" The Fine-tune tab sizes {c['method']} by its budget per layer ({fields['budget']:,}), which may pick "
-                 f"other {', '.join(c['hparams'])} than the trial's {json.dumps(c['hparams'])}; "
-                 "python -m surm_core.finetune --config with the trial's exported JSON keeps them.")
+                 f"other {', '.join(c['hparams'])} than {json.dumps(c['hparams'])}; "
+                 "python -m surm_core.finetune --config with the exported JSON keeps them.")
     return fields, note
 
 
