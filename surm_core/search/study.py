@@ -229,8 +229,8 @@ def describe_model(template: FinetuneConfig, targets) -> Layers:
     layers' shapes; a bad dataset or model is a ValueError here, before any trial."""
     labels = dataset_labels(template.model, template.task, template.dataset, template.text_column,
                             template.label_column, *file_stamp(template.dataset))
-    task = task_for(template, label_names=list(labels))
-    return model_layers(base_model(template.model, task.name, labels), targets)
+    task = task_for(template, label_names=list(labels)).name
+    return model_layers(base_model(template.model, task, labels), targets)
 
 
 def worker(search: Search, layers: Layers, out: str, storage_url, name: str, trials: int, threads: int) -> None:
