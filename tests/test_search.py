@@ -393,6 +393,19 @@ def test_the_front_figure_fades_pruned_and_running_trials():
     assert line.name == "Pareto front" and list(line.x) == [100, 200] and list(line.y) == [0.7, 0.9]
 
 
+def test_the_tab_reads_a_search_database_only_once_its_process_wrote_it(tiny, tmp_path):
+    from surm_core import session
+
+    search, out = tiny_search(tiny), tmp_path / "s"
+    out.mkdir()
+    job = session.SearchJob(out, search, 3)  # not started: its process is played here
+    (out / "study.db").touch()  # the process has opened its database, not yet written its tables
+    assert job.study() is None and job.trials() == []
+    assert (out / "study.db").stat().st_size == 0  # the page wrote nothing (it would race the process)
+    study_module.open_study(search, study_module.open_storage(None, out), "s", resume=False)
+    assert job.study() is not None and job.trials() == []
+
+
 @pytest.mark.parametrize("change,message", [
     ({"families": []}, "give at least one family to search"),
     ({"trials": 0}, "trials must be a whole number ≥ 1, got 0"),

@@ -18,7 +18,7 @@ FAMILIES = [value for _, value in session.METHODS if value != "full"]
 #: The Fine-tune tab's fields that "train this one" fills, by their elem_id, as finetune_fields names them.
 FINETUNE_FIELDS = {"model": "model", "dataset": "dataset", "method": "method", "budget": "ft_budget", "rank": "lora_r",
                    "alpha": "lora_alpha", "targets": "targets", "custom_targets": "custom_targets", "steps": "steps",
-                   "batch_size": "batch_size", "lr": "lr", "max_length": "max_length", "seed": "ft_seed",
+                   "batch_size": "batch_size", "lr": "lr", "warmup": "warmup", "max_length": "max_length", "seed": "ft_seed",
                    "eval_every": "eval_every", "eval_size": "eval_size"}
 
 
@@ -120,11 +120,11 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         with gr.Column(scale=3):
             table = gr.Dataframe(headers=session.TRIAL_COLUMNS, label="trials (newest first)", elem_id="search_table",
                                  wrap=True, interactive=False, max_height=420,
-                                 column_widths=["8%", "12%", "15%", "19%", "9%", "10%", "11%", "8%", "8%"])
+                                 column_widths=["6%", "13%", "14%", "20%", "9%", "10%", "12%", "16%"])
             with gr.Row():
-                picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=2)
+                picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=1)
                 train_btn = gr.Button("Train this one", elem_id="search_train", scale=1)
-                load_btn = gr.UploadButton("Train a best.json…", file_types=[".json"], elem_id="search_load", scale=1)
+                load_btn = gr.UploadButton("Train from a JSON file…", file_types=[".json"], elem_id="search_load", scale=1)
             note = gr.Markdown(elem_id="search_note")
         front = gr.Plot(label="accuracy vs parameters", elem_id="search_front", scale=2)
 
