@@ -381,6 +381,27 @@ def test_the_search_tab_waits_for_the_device_runs_apart_and_fills_the_finetune_t
         session.config_file_fields(tmp_path / "bad.json")
 
 
+def test_the_trials_table_says_how_each_trial_ended():
+    from surm_core import session
+
+    study = optuna.create_study(direction="maximize")
+    config = {"method": "monarch", "budget": None, "hparams": {"nblocks": 4, "blk_r": 2}, "lr": 0.0123,
+              "target_modules": "attention-qv", "steps": 6}
+    for state, value, steps, attrs in [(TrialState.COMPLETE, 0.9, {2: 0.5, 4: 0.8}, {"steps": 6}),
+                                       (TrialState.PRUNED, None, {2: 0.3}, {"steps": 2}),
+                                       (TrialState.FAIL, None, {}, {"steps": 3, "failure": "non-finite loss at step 3"}),
+                                       (TrialState.FAIL, None, {2: 0.6}, {"steps": 3, "interrupted": True}),
+                                       (TrialState.RUNNING, None, {2: 0.7}, {})]:
+        study.add_trial(optuna.trial.create_trial(state=state, value=value, intermediate_values=steps,
+                                                  user_attrs={"config": config, "trainable_params": 500, **attrs}))
+    assert session.trial_rows(session.trial_dicts(study)) == [
+        [4, "running", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.7, ""],
+        [3, "stopped", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.6, "stopped; run again on resume"],
+        [2, "failed", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, "", "non-finite loss at step 3"],
+        [1, "pruned", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.3, "at step 2 of 6"],
+        [0, "complete", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.9, ""]]
+
+
 def test_the_front_figure_fades_pruned_and_running_trials():
     trials = [{"number": n, "state": state, "method": method, "label": "", "trainable_params": params, "accuracy": acc}
               for n, (state, method, params, acc) in enumerate([
