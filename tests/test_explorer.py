@@ -109,10 +109,11 @@ def component(demo, elem_id):
     return block
 
 
-def handler(demo, elem_id, event):
-    """The function the page runs when ``event`` fires on the component ``elem_id``."""
+def handler(demo, elem_id, event, name=None):
+    """The function the page runs when ``event`` fires on the component ``elem_id`` (``name``: the
+    one of that name, when the event runs several)."""
     target = component(demo, elem_id)._id
-    (fn,) = [f for f in demo.fns.values() if (target, event) in f.targets]
+    (fn,) = [f for f in demo.fns.values() if (target, event) in f.targets and name in (None, f.fn.__name__)]
     return fn
 
 
@@ -268,6 +269,26 @@ def test_compare_takes_the_chosen_families_and_says_when_none_fits():
     assert empty.rows == [] and "No family fits a budget of 3" in empty.note
     with pytest.raises(ValueError, match="pick at least one family"):
         session.compare("psd", 16, 64, families=[])
+
+
+def test_compare_with_a_budget_no_family_fits_names_each_smallest(demo):
+    # a table budget of 1 was an empty table and one sentence; the page should say what would fit
+    result = session.compare("gaussian", 64, 1)
+    assert result.rows == [] and result.curves.data  # the curves still show every family
+    assert "**No family fits a budget of 1 parameter at 64 × 64**" in result.note
+    for family in FAMILIES:
+        assert f"{family} {session.budget_range(family, 64, 64)[0]:,}" in result.note
+    assert "at least 64 fills the table" in result.note
+    some = session.compare("gaussian", 64, 100, families=["circulant", "lowrank", "dense"])
+    assert [row[0] for row in some.rows] == ["circulant"]
+    assert some.note.startswith("Not in the table (the table budget of 100 at 64 × 64 is below their smallest): "
+                                "lowrank 128, dense 4,096.")
+    # through the page: a message in the note, an empty table, no error
+    sent = run(demo, handler(demo, "compare_btn", "click", "compare"), "gaussian", 32, 1, 0, ["circulant", "dense"], False)
+    last = sent[-1]
+    assert "No family fits a budget of 1 parameter at 32 × 32" in value(last["compare_note"])
+    assert "circulant 32, dense 1,024" in value(last["compare_note"])
+    assert value(last["table"])["data"] in ([], [[""] * len(session.TABLE_COLUMNS)])
 
 
 def test_the_dial_fits_each_rank_once_and_shows_all_fits_so_far():
