@@ -180,6 +180,50 @@ def test_page_a_bad_size_is_a_message_and_the_view_stays(demo):
     assert all(v == {"__type__": "update"} for k, v in sent.items() if k not in ("explore_note",) and isinstance(k, str))
 
 
+# -- large maps: estimates first, then the exact figures -------------------------------------------
+def test_a_large_map_shows_labelled_estimates_then_the_exact_figures():
+    # a dense map of 160 × 160 (staged above 128 × 128): its SVDs and eigenvalues need dense decompositions
+    stages = list(session.explore_stages("dense", 160, 160, 160 * 160, seed=1))
+    placeholders, estimated, *_, exact = stages
+    assert "computing" in placeholders.spectrum.layout.annotations[0].text and not placeholders.complete
+    assert estimated.estimates == ("spectrum", "displacement", "eigenvalues") and not estimated.complete
+    for name in estimated.estimates:
+        fig = getattr(estimated, name)
+        assert visualize.is_estimate(fig) and "estimate" in fig.layout.title.text and fig.data
+    assert "displacement rank ≥" in estimated.displacement.layout.title.text
+    assert estimated.heatmap is placeholders.heatmap  # earlier figures are kept, not recomputed
+    assert exact.complete and exact.estimates == ()
+    for name in ("spectrum", "displacement", "eigenvalues"):
+        fig = getattr(exact, name)
+        assert not visualize.is_estimate(fig) and "estimate" not in fig.layout.title.text
+    W = from_budget("dense", 160, 160, 160 * 160, init="random", seed=1).double().to_dense().detach()
+    np.testing.assert_allclose(exact.spectrum.data[0].y, torch.linalg.svdvals(W).numpy(), rtol=1e-10)
+    assert exact.displacement.layout.title.text.endswith("displacement rank 160")
+    assert len(exact.eigenvalues.data[0].x) == 160
+    # where structure gives every value cheaply, there is no estimate (a circulant: FFTs)
+    circulant = list(session.explore_stages("circulant", 160, 160, 160))
+    assert len(circulant) == 2 and circulant[-1].complete and circulant[-1].estimates == ()
+
+
+def test_estimates_lie_within_their_stated_tolerance():
+    gen = torch.Generator().manual_seed(3)
+    G = torch.randn(512, 512, dtype=torch.float64, generator=gen) / 512 ** 0.5  # the flattest spectrum
+    maps = {"gaussian": G, **{f: from_budget(f, 512, 512, 8 * 512, init="random", seed=0).double()
+                              for f in ("ldr", "toeplitz", "monarch")}}
+    for name, M in maps.items():
+        X = M if isinstance(M, torch.Tensor) else M.to_dense().detach()
+        s, estimate = torch.linalg.svdvals(X), analysis.estimate_singular_values(M)
+        assert len(estimate) == analysis.ESTIMATE_K
+        assert (estimate <= s[:len(estimate)] * (1 + 1e-10)).all(), name  # each at most the true value
+        assert ((s[:len(estimate)] - estimate).abs() <= 0.03 * s[0]).all(), name  # as estimate_singular_values says
+        lam, ritz = torch.linalg.eigvals(X), analysis.estimate_eigenvalues(M)[:5]
+        distance = (ritz[:, None] - lam[None, :]).abs().min(dim=1).values
+        assert (distance <= 0.03 * lam.abs().max()).all(), name  # the five outermost Ritz values
+    # a map of low rank is found exactly (an invariant Krylov space), and a decaying spectrum closely
+    low = from_budget("lowrank", 300, 300, 2 * 300 * 3, init="random", seed=0).double()
+    np.testing.assert_allclose(analysis.estimate_singular_values(low)[:3], analysis.singular_values(low)[:3], rtol=1e-8)
+
+
 # -- links: the URL holds the view ----------------------------------------------------------------
 def test_a_link_opens_exactly_its_view():
     view = session.parse_query("?tab=explore&family=toeplitz&d_out=96&d_in=40&budget=300&seed=3")
