@@ -224,6 +224,23 @@ def test_estimates_lie_within_their_stated_tolerance():
     np.testing.assert_allclose(analysis.estimate_singular_values(low)[:3], analysis.singular_values(low)[:3], rtol=1e-8)
 
 
+def test_large_text_enlarges_every_explorer_figure():
+    from visualize.style import LARGE_FONT, LARGE_TITLE
+    plain, large = (session.explore("kronecker", 24, 24, 100, large_text=on) for on in (False, True))
+    staged = list(session.explore_stages("ldr", 130, 130, 520, large_text=True))[0]  # placeholders too
+    compared = session.compare("psd", 16, 64, families=["lowrank"], large_text=True)
+    dial = list(session.dial_stages("psd", 8, 0, 1, large_text=True))[-1]
+    figures = [getattr(large, n) for n in ("heatmap", "parameters", "spectrum", "eigenvalues", "displacement")]
+    figures += [staged.spectrum, compared.curves, dial.figure, dial.operators]
+    for fig in figures:
+        assert fig.layout.font.size == LARGE_FONT and fig.layout.title.font.size == LARGE_TITLE
+        assert all(a.font.size is None or a.font.size > 15 for a in fig.layout.annotations)
+    before, after = plain.parameters.layout, large.parameters.layout
+    assert after.margin.t > before.margin.t  # room for the larger title lines
+    assert [a.font.size for a in after.annotations] > [a.font.size for a in before.annotations]  # subplot titles
+    assert plain.spectrum.layout.font.size is None  # the default: plotly's
+
+
 # -- links: the URL holds the view ----------------------------------------------------------------
 def test_a_link_opens_exactly_its_view():
     view = session.parse_query("?tab=explore&family=toeplitz&d_out=96&d_in=40&budget=300&seed=3")

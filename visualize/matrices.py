@@ -249,7 +249,7 @@ def spectrum(mats: dict, k: int | None = None, estimate: bool = False) -> go.Fig
     ranks = {name: analysis.numerical_rank(m, values=values[name]) if k is None else analysis.numerical_rank(m)
              for name, m in mats.items() if name not in estimated}
     nonzero = [s for s in values.values() if s[0] > 0]
-    note = (f"estimate: the top {analysis.ESTIMATE_K} by a randomized SVD; exact values follow" if estimated
+    note = (f"estimate: top {analysis.ESTIMATE_K} (randomized SVD); exact ones follow" if estimated
             else "log scale; numerical rank dashed")
     fig = figure("Singular values" + _subtitle(note),
                  xaxis=dict(title="index i"), yaxis=dict(type="log", title=SIGMA_I),
@@ -287,7 +287,7 @@ def eigenvalue_plot(m, estimate: bool = False) -> go.Figure:
     estimated = estimate and lam is None
     if estimated:
         lam = analysis.estimate_eigenvalues(m)
-        caption = f"estimate: {len(lam)} Ritz values, the outermost first; exact values follow"
+        caption = f"estimate: {len(lam)} Ritz values (outermost first); exact ones follow"
     else:
         lam = analysis.eigenvalues(m) if lam is None else lam
         caption = m.eigenvalue_caption() if isinstance(m, StructuredMatrix) else None
@@ -343,7 +343,7 @@ def displacement_figure(M, A="Z1", B="Z-1", estimate: bool = False) -> go.Figure
     title = f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank {rank}"
     if estimated:
         title = (f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank ≥ {rank}"
-                 f"<br><sub>estimate: the top {len(s)} σ by a randomized SVD; exact values follow</sub>")
+                 f"<br><sub>estimate: top {len(s)} σ (randomized SVD); exact ones follow</sub>")
     # under the title: the subplot titles (two lines when the residual is drawn in cells)
     fig.update_layout(title=dict(text=title), margin=dict(title_margin(title, below=20 + 14 * (stride > 1)), b=80))
     fig.update_yaxes(autorange="reversed", row=1, col=1)

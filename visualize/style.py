@@ -47,12 +47,20 @@ def figure(title: str, **layout) -> go.Figure:
     return go.Figure(layout=dict(title=dict(text=title), **layout))
 
 
-#: Font sizes of ``enlarge``: for a projector at the back of a room.
+#: Font sizes of ``enlarge``: for a projector at the back of a room (plotly's default text is 12
+#: pixels, our titles 15); text with a size of its own (subplot titles, notes) grows by ``LARGE_SCALE``.
 LARGE_FONT, LARGE_TITLE = 16, 19
+LARGE_SCALE = LARGE_TITLE / 15
 
 
 def enlarge(fig: go.Figure) -> go.Figure:
-    """``fig`` with larger text (a projector); returns it."""
+    """``fig`` with larger text everywhere (a projector), and its top margin grown to hold the
+    larger title lines; returns it."""
+    for note in fig.layout.annotations:
+        note.font.size = round((note.font.size or LARGE_FONT / LARGE_SCALE) * LARGE_SCALE)
+    top = fig.layout.margin.t
+    if top is not None:
+        fig.layout.margin.t = round(top * LARGE_SCALE)
     return fig.update_layout(font=dict(size=LARGE_FONT), title=dict(font=dict(size=LARGE_TITLE)))
 
 
