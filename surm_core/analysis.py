@@ -123,9 +123,20 @@ def singular_values(M, k: int | None = None) -> torch.Tensor:
     return _descending(s, count)
 
 
+#: A family's own spectra decompose blocks that grow with its parameters; with more than this
+#: fraction of the dense map's count (a circulant of 1 × 1 tiles, LoRA of rank n/2) they cost
+#: about what the dense decomposition costs, and the ``cheap_*`` functions do not take them.
+CHEAP_STRUCTURE_FRACTION = 1 / 16
+
+
+def _structure_is_cheap(M) -> bool:
+    return isinstance(M, StructuredMatrix) and M.num_params <= CHEAP_STRUCTURE_FRACTION * M.d_out * M.d_in
+
+
 def cheap_singular_values(M) -> torch.Tensor | None:
     """All singular values of M, as :func:`singular_values` gives them, when that needs no dense
-    SVD (the map's own ``singular_values()``, or a low-rank sketch that holds M); else None.
+    SVD (the map's own ``singular_values()`` while it has at most ``CHEAP_STRUCTURE_FRACTION`` of
+    the dense count of parameters, or a low-rank sketch that holds M); else None.
 
     >>> s = cheap_singular_values(torch.ones(200, 200))  # rank 1: a sketch holds it
     >>> round(float(s[0]), 6), float(s[1:].abs().max()) < 1e-12
@@ -134,7 +145,7 @@ def cheap_singular_values(M) -> torch.Tensor | None:
     True
     """
     count = min(_shape(M))
-    if isinstance(M, StructuredMatrix):
+    if _structure_is_cheap(M):
         _check_parameters(M)
         s = M.singular_values()
         if s is not None:
@@ -232,11 +243,12 @@ def estimate_singular_values(M, k: int = ESTIMATE_K) -> torch.Tensor:
 
 def cheap_eigenvalues(M) -> torch.Tensor | None:
     """The eigenvalues of a square M, as :func:`eigenvalues` gives them, when the map's structure
-    gives them (its ``eigenvalues()``, no dense ``eigvals``); else None."""
+    gives them (its ``eigenvalues()``, no dense ``eigvals``) at most at the cost that
+    ``CHEAP_STRUCTURE_FRACTION`` stands for; else None."""
     d_out, d_in = _shape(M)
     if d_out != d_in:
         raise ValueError(f"eigenvalues need a square map, got shape ({d_out}, {d_in})")
-    if isinstance(M, StructuredMatrix):
+    if _structure_is_cheap(M):
         _check_parameters(M)
         if M.eigenvalues() is not None:
             return eigenvalues(M)
