@@ -89,8 +89,8 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         return (*values, gr.Tabs(selected="finetune"), note)
 
     # -- layout ----------------------------------------------------------------------------------
-    gr.Markdown("Short fine-tuning trials sampled by Optuna over family, budget per layer and learning rate; "
-                "a trial that the trials no larger than it already beat is stopped early (pruned). One search or "
+    gr.Markdown("Short fine-tuning trials sampled by Optuna over family, budget per layer and learning rate; a trial "
+                "below the median of the finished trials no larger than it is stopped early (pruned). One search or "
                 f"fine-tune at a time on **{session.device_name()}**; others wait in line.")
     with gr.Row():
         with gr.Column():
@@ -120,7 +120,7 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         with gr.Column(scale=3):
             table = gr.Dataframe(headers=session.TRIAL_COLUMNS, label="trials (newest first)", elem_id="search_table",
                                  wrap=True, interactive=False, max_height=420,
-                                 column_widths=["6%", "13%", "14%", "20%", "9%", "10%", "12%", "16%"])
+                                 column_widths=["5%", "12%", "14%", "19%", "11%", "10%", "12%", "17%"])
             with gr.Row():
                 picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=1)
                 train_btn = gr.Button("Train this one", elem_id="search_train", scale=1)
