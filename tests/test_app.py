@@ -341,6 +341,16 @@ def test_finetune_config_rejects_bad_settings(args, message):
         session.finetune_config(None, None, *args)
 
 
+@pytest.mark.parametrize("model, message", [
+    ("m" * 300, "could not load a model from 'mmm"),  # a path component longer than the file system allows
+    ("m" * 100_000, "the model name is 100,000 characters long"),
+    ("model\x00", "control characters"),
+])
+def test_a_model_name_no_directory_can_have_is_a_clear_message(tiny, model, message):
+    with pytest.raises(ValueError, match=message):
+        session.plan(session.finetune_config(model, tiny[1], "circulant", 16), session.Limits())
+
+
 def test_run_names_are_made_safe_and_unique(tmp_path):
     assert session.check_run_name("my run/../x?") == "my-run-..-x"
     with pytest.raises(ValueError, match="at least one letter"):
