@@ -612,7 +612,8 @@ def test_api_finetune_tiny_model_writes_a_run_and_offers_the_adapter(client, tin
     assert any((d / "summary.json").is_file() for d in runs_dir.glob("*/circulant-16-q,v-s0"))
     # the dataset is recorded by its name and digest, never by where the upload was kept
     assert summary["dataset"] == {"name": "topics.csv", "sha256": hashlib.sha256(Path(tiny[1]).read_bytes()).hexdigest()}
-    assert summary["config"]["dataset"] == "topics.csv"
+    assert summary["config"]["dataset"] == "topics.csv" and summary["config"]["model"] == "model"
+    assert str(Path(tiny[0]).parent) not in json.dumps(summary)  # no server path, of the model or the data
     assert "Done (completed): Step 6/6 on cpu" in status
     trace_steps = json.loads(live["plot"])["data"][0]["x"]
     assert trace_steps[-1] == 6

@@ -300,8 +300,9 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
 
 
 def public_summary(run: dict) -> dict:
-    """A run's summary as the page shows it: named by the run, its dataset by name and SHA-256,
-    without server paths."""
+    """A run's summary as the page shows it: named by the run, its dataset by name and SHA-256, its
+    model as people name it, without server paths."""
     summary = {k: v for k, v in run.items() if k not in ("name", "dir", "run_dir")}
-    summary["config"] = {**run["config"], "dataset": run["dataset"]["name"], "out_dir": None}
+    summary["config"] = {**run["config"], "model": session.model_label(run["config"].get("model")),
+                         "dataset": run["dataset"]["name"], "out_dir": None}
     return {"run": run["name"], **summary}
