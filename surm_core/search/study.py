@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 
 from ..finetune import FinetuneConfig, run
 from ..finetune.prepare import base_model, dataset_labels, file_stamp
+from ..finetune.task import task_for
 from ..models import DEFAULT_MODEL
 from .space import Layers, SearchSpace, model_layers
 
@@ -226,8 +227,10 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
 def describe_model(template: FinetuneConfig, targets) -> Layers:
     """Load the data's labels and the model once (the engine's cached copies) to learn the adapted
     layers' shapes; a bad dataset or model is a ValueError here, before any trial."""
-    labels = dataset_labels(template.dataset, template.text_column, template.label_column, *file_stamp(template.dataset))
-    return model_layers(base_model(template.model, labels), targets)
+    labels = dataset_labels(template.model, template.task, template.dataset, template.text_column,
+                            template.label_column, *file_stamp(template.dataset))
+    task = task_for(template, label_names=list(labels)).name
+    return model_layers(base_model(template.model, task, labels), targets)
 
 
 def worker(search: Search, layers: Layers, out: str, storage_url, name: str, trials: int, threads: int) -> None:
