@@ -368,6 +368,9 @@ def test_limits_refuse_large_datasets_before_anything_starts(tiny, tmp_path):
         session.check_dataset(config, session.Limits(max_classes=1))
     with pytest.raises(ValueError, match="MB, more than this server accepts"):
         session.check_dataset(config, session.Limits(max_upload_mb=1e-4))
+    gone = session.finetune_config("", str(tmp_path / "cleaned" / "topics.csv"), "circulant", 16, 10, 8, 1e-3, 0)
+    with pytest.raises(ValueError, match="the uploaded dataset 'topics.csv' is no longer on this server"):
+        session.check_dataset(gone, session.Limits())
     with pytest.raises(ValueError, match="steps = 11 is more than this server allows"):
         session.finetune_config("", data, "circulant", 16, 11, 8, 1e-3, 0, limits=session.Limits(max_steps=10))
 

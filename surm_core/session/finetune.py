@@ -215,6 +215,9 @@ def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
     if config.dataset == BBC_NEWS:
         return {"name": BBC_NEWS}
     upload = Path(config.dataset)
+    if not upload.is_file():  # the page stayed open longer than the server keeps uploads
+        raise ValueError(f"the uploaded dataset {upload.name!r} is no longer on this server (uploads are deleted "
+                         "after some hours): upload it again")
     size_mb = upload.stat().st_size / 2**20
     if size_mb > limits.max_upload_mb:
         raise ValueError(f"the dataset is {size_mb:.1f} MB, more than this server accepts "
