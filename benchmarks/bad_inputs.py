@@ -276,6 +276,8 @@ def session_cases(f: dict, root: Path) -> list[tuple]:
         ("dataset: 20,000 classes (limit)", lambda: session.check_dataset(many, limits), "--max-classes"),
         ("dataset: upload over the size limit", lambda: session.check_dataset(large, session.Limits(max_upload_mb=0.01)),
          "--max-upload-mb"),
+        ("dataset: upload deleted since (cache cleaned)", lambda: session.check_dataset(
+            session.finetune_config(f["model"], str(root / "gone.csv"), "circulant", 16), limits), "upload it again"),
         ("run name '../../etc/x'", lambda: session.new_run_dir(root / "runs", session.check_run_name("../../etc/x")),
          "", outside),
         ("run name <100,000 characters>", lambda: session.check_run_name(LONG), "",

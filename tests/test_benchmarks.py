@@ -155,3 +155,18 @@ def test_bench_finetune_times_a_training_step_per_family(capsys, monkeypatch):
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert list(rows) == ["lora-r8", "ldr-r2"] and rows["lora-r8"][3] == "1.000"
     assert int(rows["lora-r8"][1]) == 75653  # 12 × 2 adapters of 2·8·384, and the 1,925 head
+
+
+def test_bad_inputs_tells_a_clear_refusal_from_a_crash_a_vague_message_and_an_acceptance(tmp_path, capsys):
+    from benchmarks.bad_inputs import cli, judged, print_table
+    from surm_core.finetune import check_seed
+
+    rows = [judged("library", "seed -1", lambda: check_seed(-1), "seed"),
+            judged("CLI", "--seed -1", lambda: cli(["--seed", "-1", "--out", str(tmp_path)]), "seed"),
+            judged("library", "a crash", lambda: {}["budget"], "budget"),
+            judged("library", "a vague message", lambda: check_seed(-1), "budget"),
+            judged("library", "accepted", lambda: 1, "budget")]
+    assert [(r["outcome"], r["clear"]) for r in rows] == [
+        ("refused", True), ("refused", True), ("crashed", False), ("refused", False), ("accepted", False)]
+    print_table(rows)
+    assert "5 bad inputs tried: 2 clear, 3 unclear (library 1/4, CLI 1/1)" in capsys.readouterr().out
