@@ -185,3 +185,18 @@ def test_search_vs_grid_counts_the_trial_steps_until_each_level_of_the_grid_fron
     trials.append(trial(4, TrialState.COMPLETE, 350, 0.951, 10))
     assert search_vs_grid.report(trials, runs, 10, 0.005)[-1] == (
         "every level of the grid's front found after 44 trial-steps: 0.55 of the grid's 80")
+
+
+def test_bad_inputs_tells_a_clear_refusal_from_a_crash_a_vague_message_and_an_acceptance(tmp_path, capsys):
+    from benchmarks.bad_inputs import cli, judged, print_table
+    from surm_core.finetune import check_seed
+
+    rows = [judged("library", "seed -1", lambda: check_seed(-1), "seed"),
+            judged("CLI", "--seed -1", lambda: cli(["--seed", "-1", "--out", str(tmp_path)]), "seed"),
+            judged("library", "a crash", lambda: {}["budget"], "budget"),
+            judged("library", "a vague message", lambda: check_seed(-1), "budget"),
+            judged("library", "accepted", lambda: 1, "budget")]
+    assert [(r["outcome"], r["clear"]) for r in rows] == [
+        ("refused", True), ("refused", True), ("crashed", False), ("refused", False), ("accepted", False)]
+    print_table(rows)
+    assert "5 bad inputs tried: 2 clear, 3 unclear (library 1/4, CLI 1/1)" in capsys.readouterr().out

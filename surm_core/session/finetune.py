@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..families.base import check_size
 from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, check_seed, load_dataset, preview
 from ..finetune.engine import describe as describe_device
 from ..finetune.engine import pick_device
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, check_name
 
 #: Methods offered, as (label, value): the families an adapter can use, then the two baselines.
 #: Dense is left out: as an adapter it is full fine-tuning of the targeted layers.
@@ -75,8 +76,9 @@ def finetune_config(model: str | None, dataset: str | None, method: str, budget=
         size, hparams, target_modules = None, {"r": rank, "alpha": alpha}, parse_targets(targets, custom_targets)
     else:
         size, hparams, target_modules = check_size("budget", budget), None, parse_targets(targets, custom_targets)
-    model = (model or "").strip() or DEFAULT_MODEL
-    if Path(model).expanduser().is_dir():  # the training process runs in the run directory
+    model = check_name(model if model and str(model).strip() else DEFAULT_MODEL).strip()
+    # os.path.isdir: Path.is_dir raises on a name too long for the file system
+    if os.path.isdir(Path(model).expanduser()):  # the training process runs in the run directory
         model = str(Path(model).expanduser().resolve())
     return FinetuneConfig(
         model=model,
@@ -213,6 +215,9 @@ def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
     if config.dataset == BBC_NEWS:
         return {"name": BBC_NEWS}
     upload = Path(config.dataset)
+    if not upload.is_file():  # the page stayed open longer than the server keeps uploads
+        raise ValueError(f"the uploaded dataset {upload.name!r} is no longer on this server (uploads are deleted "
+                         "after some hours): upload it again")
     size_mb = upload.stat().st_size / 2**20
     if size_mb > limits.max_upload_mb:
         raise ValueError(f"the dataset is {size_mb:.1f} MB, more than this server accepts "
