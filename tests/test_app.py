@@ -223,19 +223,21 @@ def test_explore_shows_the_member_from_budget_solves(family):
 
 
 def test_explore_stages_answer_a_large_map_first_with_placeholders():
-    quick, complete = session.explore_stages("circulant", 512, 300, 512)
+    quick, estimated, complete = session.explore_stages("circulant", 512, 300, 512)
     assert quick.config == complete.config and quick.heatmap is complete.heatmap
     assert not quick.spectrum.data and not quick.displacement.data  # "computing…" placeholders
+    assert estimated.estimates == ("spectrum",) and complete.estimates == ()  # a sketch, then the exact values
     assert complete.spectrum.data and complete.displacement.data
     assert not complete.eigenvalues.data and "square" in complete.eigenvalues.layout.annotations[0].text
     assert len(list(session.explore_stages("circulant", 128, 128, 128))) == 1  # small: at once
 
 
 def test_explore_stages_of_a_large_square_map_bring_the_eigenvalues_last():
-    quick, spectral, complete = session.explore_stages("toeplitz", 300, 300, 1200)
+    quick, estimated, spectral, complete = session.explore_stages("toeplitz", 300, 300, 1200)
     assert not quick.spectrum.data and not quick.eigenvalues.data
-    assert spectral.spectrum.data and spectral.displacement.data and not spectral.eigenvalues.data
-    assert [quick.complete, spectral.complete, complete.complete] == [False, False, True]
+    assert estimated.estimates == ("spectrum", "eigenvalues") and spectral.estimates == ("eigenvalues",)
+    assert spectral.spectrum.data and spectral.displacement.data
+    assert [quick.complete, estimated.complete, spectral.complete, complete.complete] == [False, False, False, True]
     assert spectral.heatmap is quick.heatmap and complete.spectrum is spectral.spectrum  # reused
     m = from_budget("toeplitz", 300, 300, 1200, init="random", seed=0).double()
     np.testing.assert_allclose(sorted(complete.eigenvalues.data[0].x),
