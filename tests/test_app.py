@@ -254,7 +254,8 @@ def test_explore_rectangular_has_no_eigenvalues():
     (("circulant", 64, 2048, 64), "d_in = 2048 is larger than the explorer shows"),
     (("lowrank", 64, 64, 10), "the smallest needs 128"),
     (("nope", 64, 64, 64), "unknown family"),
-    (("circulant", 64, 64, 64, -1), "seed must be a non-negative integer"),
+    (("circulant", 64, 64, 64, -1), "seed must be an integer from 0 to 2\\*\\*63 - 1, got -1"),
+    (("circulant", 64, 64, 64, 2**64), "seed must be an integer from 0 to 2\\*\\*63 - 1"),  # the engine's rule
     (("circulant", 64, 64, 64, 0, "Z7"), "displacement operator A must be one of"),
 ])
 def test_explore_rejects_bad_input_with_a_clear_message(args, message):

@@ -19,6 +19,7 @@ from visualize.style import empty_figure, enlarge
 from ..explain import describe
 from ..families import family_class, from_budget
 from ..families.base import check_size
+from ..finetune.config import check_seed  # one seed rule for the explorer, the engine and the CLI
 
 
 #: Largest side the Explore and Compare tabs accept by default (``python app.py --max-map``):
@@ -74,12 +75,6 @@ def check_explore_size(name: str, value, max_size: int = MAX_EXPLORE_SIZE) -> in
                          f"at most {max_size} a side (its --max-map); a {value} × {value} map would take "
                          f"{explore_cost(value, value)}")
     return value
-
-
-def check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return seed
 
 
 def check_operator(name: str, op) -> str:
