@@ -386,7 +386,8 @@ def test_reference_params_count_lora_r8_and_the_whole_model(tiny):
     full = sum(p.numel() for p in BertForSequenceClassification.from_pretrained(model_dir).parameters())
     head = 16 * 2 + 2  # the two-way classifier on the 16-wide pooled output
     lora = 2 * 8 * (16 + 16)  # rank 8 on query and value of the one layer: r·(d_in + d_out) each
-    assert session.reference_params(model_dir, 2) == {"LoRA r=8": lora + head, "full fine-tuning": full}
+    assert session.reference_params(model_dir, "text-classification", ("a", "b")) == {"LoRA r=8": lora + head,
+                                                                                     "full fine-tuning": full}
 
 
 def fake_run(workspace, name, method, params, acc, budget=None, model="m", dataset="d.csv", started="2025-01-01",

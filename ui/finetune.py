@@ -48,7 +48,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         Pareto charts of the runs comparable with the ``selected`` run (else the latest), and the
         run picker."""
         view = session.runs_view(workspace(request), finetunes.active(), query, selected, task)
-        return (gr.Dataframe(value=view.rows, headers=view.columns), "\n".join(f"- {n}" for n in view.notes),
+        return ({"headers": view.columns, "data": view.rows}, "\n".join(f"- {n}" for n in view.notes),
                 visualize.parameter_bars(view.charted, view.references), visualize.pareto(view.charted, task),
                 gr.Dropdown(choices=view.names, value=selected if selected in view.names else None))
 
@@ -244,8 +244,9 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
             model = gr.Textbox("", label="model", placeholder=PLACEHOLDERS["text-classification"],
                                info="a local directory or a hub id; empty: the packaged MiniLM (text only)",
                                elem_id="model")
+            # any value is taken (an API client names one): the session says which fit the task
             built_in = gr.Dropdown(*built_in_choices("text-classification"), label="built-in dataset",
-                                   elem_id="built_in")
+                                   allow_custom_value=True, elem_id="built_in")
             dataset = gr.File(label="or upload a dataset", file_types=session.UPLOAD_TYPES["text-classification"],
                               elem_id="dataset", height=110)
             dataset_help = gr.Markdown(f"Upload {session.UPLOAD_HELP['text-classification']}, or leave it empty for "
@@ -357,8 +358,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     gr.api(predict, api_name="predict")
     try_image.upload(classify_image, [picked, try_image], try_image_label, api_name="classify_image")
     gr.on([try_prompt.submit, generate_btn.click], generate, [picked, try_prompt, max_new_tokens], try_completion,
-          api_visibility="private")
-    gr.api(generate, api_name="generate")
+          api_name="generate")
     estimate_btn.click(estimate, [*fields[:-1], *task_fields], estimated, api_name="estimate", concurrency_limit=1)
     delete_btn.click(delete, [picked, query, task], run_views, api_name="delete")
     runs_table.select(pick_row, None, picked, api_visibility="private")

@@ -40,7 +40,7 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         study = job.study()
         started = [t["number"] for t in trials if t["state"] in ("complete", "pruned", "running", "stopped", "failed")]
         objective = session.objective(study)
-        return (status_html(job), gr.Dataframe(value=session.trial_rows(trials), headers=session.trial_columns(study)),
+        return (status_html(job), {"headers": session.trial_columns(study), "data": session.trial_rows(trials)},
                 visualize.search_front(trials, objective), session.front_line(study) if study is not None else "",
                 gr.Dropdown(choices=started, value=started[-1] if started else None))
 
@@ -98,7 +98,8 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
             task = gr.Radio(session.TASK_CHOICES, value="text-classification", label="task", elem_id="search_task")
             model = gr.Textbox(DEFAULT_MODEL, label="model", info="a local directory or a hub id", elem_id="search_model")
             choices, _ = session.built_in_datasets("text-classification")
-            built_in = gr.Dropdown(choices, value=choices[0][1], label="built-in dataset", elem_id="search_built_in")
+            built_in = gr.Dropdown(choices, value=choices[0][1], label="built-in dataset", allow_custom_value=True,
+                                   elem_id="search_built_in")
             dataset = gr.File(label="or upload a dataset", file_types=session.UPLOAD_TYPES["text-classification"],
                               elem_id="search_dataset", height=110)
         with gr.Column():
