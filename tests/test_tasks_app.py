@@ -46,7 +46,7 @@ def test_a_tiny_vit_trains_on_digits_and_classifies_an_image(client, tiny, tmp_p
         task="image-classification", built_in="digits", api_name="/finetune")
     assert summary["stopped_reason"] == "completed" and summary["task"] == "image-classification"
     assert summary["dataset"] == {"name": "digits"} and summary["final_eval_acc"] > 0.2  # chance is 0.1
-    assert "eval accuracy" in status and code is None  # the Python snippet is written for text runs only
+    assert "eval accuracy" in status and "surm_core.models.load_image_model(" in code and "/adapter')" in code
     assert table["headers"] == session.RUN_COLUMNS and [row[0] for row in table["data"]] == [summary["run"]]
     assert json.loads(front["plot"])["layout"]["yaxis"]["title"]["text"].startswith("final eval accuracy")
     image = tmp_path / "seven.png"

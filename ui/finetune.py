@@ -61,7 +61,8 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                 yield (gr.skip(), progress_html(job), visualize.training_curves(job.events(), task),
                        *(gr.skip(),) * 7)
         finally:
-            job.stop()
+            if not job.done():  # the page was closed: stop its run; a finished one was not stopped
+                job.stop()
         if job.error is not None:  # a killed run still shows in the table, as interrupted
             yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), *views(request, query, task=task)
             if job.stopping and not job.events():
@@ -73,12 +74,12 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                *downloads(run), *views(request, query, job.name, task))
 
     def downloads(run: dict):
-        """A finished run's zip and, for a text classifier, the Python that loads it; nothing for a
-        run without weights (interrupted, diverged)."""
+        """A finished run's zip and the Python that loads it; nothing for a run without weights
+        (interrupted, diverged)."""
         if run.get("stopped_reason") not in ("completed", "stopped"):
             return None, None
         try:
-            code = session.snippet(run) if session.run_task(run) == "text-classification" else None
+            code = session.snippet(run)
         except ValueError:  # its weights are missing
             return None, None
         return str(session.package_run(run)), code
@@ -343,12 +344,14 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                      trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="stop")
     method.change(show_size_fields, method, [ft_budget, lora_r, lora_alpha, targets], api_visibility="private")
-    task.change(show_task, [task, built_in], [built_in, dataset, dataset_help, model, chat_template, try_text_row, try_image_row,
-                                  try_prompt_row], api_visibility="private").then(
-        refresh, [query, picked, task], run_views, api_visibility="private")
-    model.blur(session.typed_model_task, [model, task], task, api_visibility="private")
     setup = [model, dataset, text_column, label_column, method, ft_budget, lora_r, lora_alpha, targets, custom_targets,
              task, built_in]
+    task_views = [built_in, dataset, dataset_help, model, chat_template, try_text_row, try_image_row, try_prompt_row]
+    # the plan follows once the task's dataset is chosen (the built-in one may stay the same)
+    task.change(show_task, [task, built_in], task_views, api_visibility="private").then(
+        refresh, [query, picked, task], run_views, api_visibility="private").then(
+        check_setup, setup, [plan, layers], api_visibility="private")
+    model.blur(session.typed_model_task, [model, task], task, api_visibility="private")
     gr.on([demo.load, dataset.change, built_in.change, method.change, ft_budget.change, lora_r.change,
            lora_alpha.change, targets.change, custom_targets.blur, model.blur, text_column.blur, label_column.blur],
           check_setup, setup, [plan, layers], api_name="plan", concurrency_limit=1, trigger_mode="always_last")

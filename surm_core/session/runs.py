@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from ..adapters import AdapterConfig, inject, trainable_report
-from ..finetune import complete, load_snippet, predict, run_status
+from ..finetune import BASELINES, complete, load_snippet, predict, run_status
 from ..finetune.prepare import base_model
 from ..models import DEFAULT_MODEL, head_names
 
@@ -274,9 +274,21 @@ def generate(run: dict, prompt, max_new_tokens=32) -> str:
     return complete(run["dir"], [prompt], max_new_tokens)[0]
 
 
+#: How the other tasks' runs load their base model (the snippet is written for text classifiers).
+LOADERS = {"image-classification": "load_image_model(model, num_labels=len(labels))",
+           "causal-lm": "load_causal_lm(model)"}
+
+
 def snippet(run: dict) -> str:
-    """The Python that loads the run's download (``<name>.zip``) onto its base model."""
-    return load_snippet(run["dir"], zip_name=f"{run['name']}.zip")
+    """The Python that loads the run's download (``<name>.zip``) onto its base model; for an image
+    or causal-LM run, a comment that says how."""
+    task = run_task(run)
+    if task == "text-classification":
+        return load_snippet(run["dir"], zip_name=f"{run['name']}.zip")
+    weights = (f"model.load_state_dict(safetensors.torch.load_file('{run['name']}/trainable.safetensors'), strict=False)"
+               if run["config"]["method"] in BASELINES else f"surm_core.load_adapter(model, '{run['name']}/adapter')")
+    return (f"# A {task} run: unzip {run['name']}.zip into {run['name']}/, load the base model with\n"
+            f"# surm_core.models.{LOADERS[task]}, then\n# {weights}\n")
 
 
 def delete_run(run: dict) -> None:
