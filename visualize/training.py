@@ -118,9 +118,9 @@ def parameter_bars(runs, references: dict[str, int] | None = None) -> go.Figure:
 
 #: What the Pareto view plots per task: the summary key, the axis title, whether higher is better.
 PARETO_METRICS = {
-    "text-classification": ("final_eval_acc", "final eval accuracy (higher is better)", True),
-    "image-classification": ("final_eval_acc", "final eval accuracy (higher is better)", True),
-    "causal-lm": ("final_eval_loss", "final eval loss per completion token (lower is better)", False),
+    "text-classification": ("final_eval_acc", "eval accuracy (higher is better)", True),
+    "image-classification": ("final_eval_acc", "eval accuracy (higher is better)", True),
+    "causal-lm": ("final_eval_loss", "eval loss (lower is better)", False),
 }
 
 

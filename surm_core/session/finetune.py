@@ -300,8 +300,11 @@ def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
     (a dataset that does not fit the task is refused, naming both); return how a summary records
     it: the built-in name, or an upload's original name and SHA-256 (never a server path)."""
     def labels():
-        return dataset_labels(config.model, config.task, config.dataset, config.text_column, config.label_column,
-                              *file_stamp(config.dataset))
+        try:
+            return dataset_labels(config.model, config.task, config.dataset, config.text_column, config.label_column,
+                                  *file_stamp(config.dataset))
+        except ValueError as e:  # an upload by its name, never where the server keeps it
+            raise ValueError(str(e).replace(config.dataset, Path(config.dataset).name)) from None
 
     if config.dataset in BUILT_IN:
         labels()
