@@ -1,5 +1,6 @@
 """Time what the Explore tab computes for every family, stage by stage: the first answer
-(configuration, heatmap, explanation), then singular values and displacement, last eigenvalues.
+(configuration, heatmap, parameters, explanation), then every figure (estimates where the exact
+values need a dense O(n³) decomposition), then the exact ones.
 
     python -m benchmarks.bench_explore                          # square 256, 512, 768, 1024 at budget 4·n
     python -m benchmarks.bench_explore --sizes 1024 --budgets min max --memory   # the slider's ends
@@ -7,36 +8,49 @@
 
 ``--budgets``: ``min`` (the family's smallest), ``max`` (the dense count ``n²``, the slider's top)
 or ``<k>n`` (k·n, raised to the family's smallest). Maps above 128 × 128 answer in stages
-(``session.explore_stages``), and the time to each is printed. Cells are medians over
-repetitions, in seconds since the request; figures are built (plotly objects), then serialized
-in their own column (``json s``: what the page then sends), beside ``session.explore_cost``'s upper
-estimate of the time (``est. s``) that the server's ``--max-map`` refusal quotes. ``--memory``
-adds the peak memory above the resident size before the request (Linux: VmHWM, reset through
-/proc/self/clear_refs before the first repetition).
+(``session.explore_stages``). Columns, in seconds since the request (medians over repetitions):
+``answer s`` (the first figures), ``all figures s`` (every panel drawn, some perhaps estimates;
+``est.`` names how many), ``exact s`` (the last stage); then ``json s``, the time to serialize
+the figures (what the page then sends), and ``cost s``, ``session.explore_cost``'s upper estimate
+that the server's ``--max-map`` refusal quotes. ``--memory`` adds the peak memory above the
+resident size before the request (Linux: VmHWM, reset through /proc/self/clear_refs before the
+first repetition). The first line times one dense 1024 × 1024 SVD: how busy the CPU is.
+
+Like the app (``app.py``), the benchmark lets idle OpenMP workers sleep (``OMP_WAIT_POLICY=PASSIVE``)
+unless the variable is set.
 """
 from __future__ import annotations
 
-import argparse
-import re
-import statistics
-import time
+import os
 
-from surm_core import FAMILIES
-from surm_core.session import budget_range, explore_cost, explore_stages
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py: set before torch loads OpenMP
+
+import argparse  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from surm_core import FAMILIES  # noqa: E402
+from surm_core.session import budget_range, explore_cost, explore_stages  # noqa: E402
 
 FIGURES = ("heatmap", "parameters", "spectrum", "eigenvalues", "displacement")
 
 
-def time_stages(family: str, n: int, budget: int) -> list[float]:
-    """Seconds from the request to each stage of one exploration, then to serialize its figures."""
+def time_stages(family: str, n: int, budget: int) -> tuple[list[float], int]:
+    """Seconds from the request to the first answer, to every figure drawn, to the exact last
+    stage, and to serialize its figures; and how many figures were first estimates."""
     t0 = time.perf_counter()
-    times = []
+    times, estimates = [], 0
     for result in explore_stages(family, n, n, budget, seed=0):
         times.append(time.perf_counter() - t0)
+        estimates = max(estimates, len(result.estimates))
+    drawn = times[min(1, len(times) - 1)]  # a staged map's second stage draws every panel
     t1 = time.perf_counter()
     for name in FIGURES:
         getattr(result, name).to_json()
-    return times + [time.perf_counter() - t1]
+    return [times[0], drawn, times[-1], time.perf_counter() - t1], estimates
 
 
 def peak_rss() -> int:
@@ -76,24 +90,28 @@ def main(argv=None):
     ap.add_argument("--memory", action="store_true", help="add the peak memory above the start (Linux)")
     args = ap.parse_args(argv)
     time_stages("circulant", 64, 64)  # imports and first-call set-up out of the timings
+    X = torch.randn(1024, 1024, dtype=torch.float64)
+    t0 = time.perf_counter()
+    torch.linalg.svdvals(X)
+    print(f"load: one dense 1024 × 1024 svdvals took {time.perf_counter() - t0:.2f} s")
 
-    print(f"{'n':>5} {'family':<20} {'budget':>9} {'answer s':>9} {'spectra s':>10} {'eigen s':>8} {'json s':>7} "
-          f"{'est. s':>7}" + (f" {'peak MiB':>9}" if args.memory else ""))
+    print(f"{'n':>5} {'family':<20} {'budget':>9} {'answer s':>9} {'all figures s':>13} {'est.':>4} {'exact s':>8} "
+          f"{'json s':>7} {'cost s':>7}" + (f" {'peak MiB':>9}" if args.memory else ""))
     for n in args.sizes:
         for family in args.families:
             for spec in args.budgets:
                 budget = budget_for(spec, family, n)
-                runs, peak = [], None
+                runs, peak, estimates = [], None, 0
                 for rep in range(args.reps):
                     start = reset_peak() if args.memory and rep == 0 else None
-                    runs.append(time_stages(family, n, budget))
+                    times, estimated = time_stages(family, n, budget)
+                    runs.append(times)
+                    estimates = max(estimates, estimated)
                     if start is not None:
                         peak = (peak_rss() - start) / 2**20
-                # a small map answers in one stage: its one time fills every column (the last: json)
-                cells = [statistics.median(r[min(i, len(r) - 2)] for r in runs) for i in range(3)]
-                cells += [statistics.median(r[-1] for r in runs), explore_cost(n, n).seconds]
-                print(f"{n:>5} {family:<20} {budget:>9,} "
-                      + " ".join(f"{c:>{w}.3f}" for c, w in zip(cells, (9, 10, 8, 7, 7)))
+                answer, drawn, exact, json = (statistics.median(r[i] for r in runs) for i in range(4))
+                print(f"{n:>5} {family:<20} {budget:>9,} {answer:>9.3f} {drawn:>13.3f} {estimates:>4} {exact:>8.3f} "
+                      f"{json:>7.3f} {explore_cost(n, n).seconds:>7.2g}"
                       + (f" {max(peak, 0.0):>9.0f}" if args.memory else ""), flush=True)
 
 

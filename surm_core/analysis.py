@@ -123,6 +123,37 @@ def singular_values(M, k: int | None = None) -> torch.Tensor:
     return _descending(s, count)
 
 
+#: A family's own spectra decompose blocks that grow with its parameters; with more than this
+#: fraction of the dense map's count (a circulant of 1 × 1 tiles, LoRA of rank n/2) they cost
+#: about what the dense decomposition costs, and the ``cheap_*`` functions do not take them.
+CHEAP_STRUCTURE_FRACTION = 1 / 16
+
+
+def _structure_is_cheap(M) -> bool:
+    return isinstance(M, StructuredMatrix) and M.num_params <= CHEAP_STRUCTURE_FRACTION * M.d_out * M.d_in
+
+
+def cheap_singular_values(M) -> torch.Tensor | None:
+    """All singular values of M, as :func:`singular_values` gives them, when that needs no dense
+    SVD (the map's own ``singular_values()`` while it has at most ``CHEAP_STRUCTURE_FRACTION`` of
+    the dense count of parameters, or a low-rank sketch that holds M); else None.
+
+    >>> s = cheap_singular_values(torch.ones(200, 200))  # rank 1: a sketch holds it
+    >>> round(float(s[0]), 6), float(s[1:].abs().max()) < 1e-12
+    (200.0, True)
+    >>> cheap_singular_values(torch.eye(200)) is None
+    True
+    """
+    count = min(_shape(M))
+    if _structure_is_cheap(M):
+        _check_parameters(M)
+        s = M.singular_values()
+        if s is not None:
+            return _descending(s, count)
+    s = _low_rank_singular_values(_dense(M))
+    return None if s is None else _descending(s, count)
+
+
 #: Columns of the random sketch that :func:`singular_values` tries first on a dense matrix.
 LOW_RANK_SKETCH = 64
 
@@ -175,6 +206,90 @@ def _top_singular_values(M, k: int) -> torch.Tensor:
     v0 = np.random.default_rng(0).standard_normal(min(op.shape))
     s = scipy.sparse.linalg.svds(op, k=k, v0=v0, return_singular_vectors=False)
     return torch.from_numpy(np.ascontiguousarray(s))
+
+
+#: What the estimates cost: the top ``ESTIMATE_K`` singular values by a randomized SVD with
+#: ``ESTIMATE_POWER_STEPS`` power iterations, and ``ARNOLDI_STEPS`` Ritz values for eigenvalues.
+#: Each takes tens of milliseconds at 1024 × 1024 on a 2-core CPU, against 0.3 s (SVD) and
+#: 1.5 s (eigenvalues) for the exact dense decompositions.
+ESTIMATE_K = 32
+ESTIMATE_POWER_STEPS = 4
+ARNOLDI_STEPS = 64
+
+
+def estimate_singular_values(M, k: int = ESTIMATE_K) -> torch.Tensor:
+    """An estimate of the top ``k`` singular values of M (at most ``min(d_out, d_in)``), descending,
+    in O(d_out·d_in·k): ``torch.svd_lowrank`` (a randomized range finder, ``k + 16`` columns,
+    ``ESTIMATE_POWER_STEPS`` power iterations, fixed seed).
+
+    Each estimate is at most its true value (σ_i(Qᵀ M) ≤ σ_i(M)); the error is largest for a
+    flat spectrum: on a random Gaussian 512 × 512 matrix every one of the top 32 lies within 3%
+    of σ_1 of the true value (tests), and a decaying spectrum is found much closer.
+
+    >>> estimate_singular_values(torch.diag(0.5 ** torch.arange(100.0)), k=3).round(decimals=6)
+    tensor([1.0000, 0.5000, 0.2500], dtype=torch.float64)
+    """
+    X = _dense(M)
+    k = min(int(k), *X.shape)
+    q = min(k + 16, *X.shape)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # svd_lowrank draws from the global generator: keep the page reproducible
+    try:
+        s = torch.svd_lowrank(X, q=q, niter=ESTIMATE_POWER_STEPS)[1]
+    finally:
+        torch.random.set_rng_state(state)
+    return _descending(s, k)
+
+
+def cheap_eigenvalues(M) -> torch.Tensor | None:
+    """The eigenvalues of a square M, as :func:`eigenvalues` gives them, when the map's structure
+    gives them (its ``eigenvalues()``, no dense ``eigvals``) at most at the cost that
+    ``CHEAP_STRUCTURE_FRACTION`` stands for; else None."""
+    d_out, d_in = _shape(M)
+    if d_out != d_in:
+        raise ValueError(f"eigenvalues need a square map, got shape ({d_out}, {d_in})")
+    if _structure_is_cheap(M):
+        _check_parameters(M)
+        if M.eigenvalues() is not None:
+            return eigenvalues(M)
+    return None
+
+
+def estimate_eigenvalues(M, steps: int = ARNOLDI_STEPS) -> torch.Tensor:
+    """An estimate of the outermost eigenvalues of a square M: the Ritz values of ``steps``
+    Arnoldi iterations (the eigenvalues of M projected on the Krylov space of a fixed random
+    vector), complex128, by decreasing modulus, in O(n²·steps).
+
+    The outermost are found first: on a random Gaussian 512 × 512 matrix the five largest Ritz
+    values lie within 3% of |λ|_max of an eigenvalue (tests), those of structured maps much
+    closer; the inner ones are not eigenvalues.
+
+    >>> estimate_eigenvalues(torch.diag(torch.tensor([3.0, -2.0, 1.0]))).real.round(decimals=6)
+    tensor([ 3., -2.,  1.], dtype=torch.float64)
+    """
+    X = _dense(M)
+    n = X.shape[0]
+    if X.shape[1] != n:
+        raise ValueError(f"eigenvalues need a square map, got shape {tuple(X.shape)}")
+    steps = min(int(steps), n)
+    Q = X.new_zeros(n, steps + 1)
+    H = X.new_zeros(steps + 1, steps)
+    q = torch.randn(n, dtype=X.dtype, generator=torch.Generator().manual_seed(0))
+    Q[:, 0] = q / q.norm()
+    scale = X.norm()
+    for j in range(steps):
+        w = X @ Q[:, j]
+        for _ in range(2):  # Gram–Schmidt twice: orthogonal to round-off
+            h = Q[:, :j + 1].T @ w
+            w = w - Q[:, :j + 1] @ h
+            H[:j + 1, j] += h
+        H[j + 1, j] = w.norm()
+        if H[j + 1, j] <= scale * torch.finfo(X.dtype).eps * n:  # an invariant subspace: exact
+            steps = j + 1
+            break
+        Q[:, j + 1] = w / H[j + 1, j]
+    lam = torch.linalg.eigvals(H[:steps, :steps])
+    return lam[lam.abs().argsort(descending=True, stable=True)]
 
 
 def eigenvalues(M) -> torch.Tensor:
@@ -347,5 +462,6 @@ def _fit(m: StructuredMatrix, W: torch.Tensor) -> dict[str, torch.Tensor]:
 
 __all__ = [
     "singular_values", "eigenvalues", "numerical_rank", "shift", "displacement",
-    "displacement_rank", "nearest",
+    "displacement_rank", "nearest", "cheap_singular_values", "estimate_singular_values",
+    "cheap_eigenvalues", "estimate_eigenvalues",
 ]

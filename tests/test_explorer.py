@@ -109,10 +109,11 @@ def component(demo, elem_id):
     return block
 
 
-def handler(demo, elem_id, event):
-    """The function the page runs when ``event`` fires on the component ``elem_id``."""
+def handler(demo, elem_id, event, name=None):
+    """The function the page runs when ``event`` fires on the component ``elem_id`` (``name``: the
+    one of that name, when the event runs several)."""
     target = component(demo, elem_id)._id
-    (fn,) = [f for f in demo.fns.values() if (target, event) in f.targets]
+    (fn,) = [f for f in demo.fns.values() if (target, event) in f.targets and name in (None, f.fn.__name__)]
     return fn
 
 
@@ -177,6 +178,67 @@ def test_page_a_bad_size_is_a_message_and_the_view_stays(demo):
     (sent,) = run(demo, handler(demo, "d_out", "submit"), *settings(d_out=5000))
     assert "**Not shown:** d_out = 5000 is larger than the explorer shows" in sent["explore_note"]
     assert all(v == {"__type__": "update"} for k, v in sent.items() if k not in ("explore_note",) and isinstance(k, str))
+
+
+# -- large maps: estimates first, then the exact figures -------------------------------------------
+def test_a_large_map_shows_labelled_estimates_then_the_exact_figures():
+    # a dense map of 160 × 160 (staged above 128 × 128): its SVDs and eigenvalues need dense decompositions
+    stages = list(session.explore_stages("dense", 160, 160, 160 * 160, seed=1))
+    placeholders, estimated, *_, exact = stages
+    assert "computing" in placeholders.spectrum.layout.annotations[0].text and not placeholders.complete
+    assert estimated.estimates == ("spectrum", "displacement", "eigenvalues") and not estimated.complete
+    for name in estimated.estimates:
+        fig = getattr(estimated, name)
+        assert visualize.is_estimate(fig) and "estimate" in fig.layout.title.text and fig.data
+    assert "displacement rank ≥" in estimated.displacement.layout.title.text
+    assert estimated.heatmap is placeholders.heatmap  # earlier figures are kept, not recomputed
+    assert exact.complete and exact.estimates == ()
+    for name in ("spectrum", "displacement", "eigenvalues"):
+        fig = getattr(exact, name)
+        assert not visualize.is_estimate(fig) and "estimate" not in fig.layout.title.text
+    W = from_budget("dense", 160, 160, 160 * 160, init="random", seed=1).double().to_dense().detach()
+    np.testing.assert_allclose(exact.spectrum.data[0].y, torch.linalg.svdvals(W).numpy(), rtol=1e-10)
+    assert exact.displacement.layout.title.text.endswith("displacement rank 160")
+    assert len(exact.eigenvalues.data[0].x) == 160
+    # where structure gives every value cheaply, there is no estimate (a circulant: FFTs)
+    circulant = list(session.explore_stages("circulant", 160, 160, 160))
+    assert len(circulant) == 2 and circulant[-1].complete and circulant[-1].estimates == ()
+
+
+def test_estimates_lie_within_their_stated_tolerance():
+    gen = torch.Generator().manual_seed(3)
+    G = torch.randn(512, 512, dtype=torch.float64, generator=gen) / 512 ** 0.5  # the flattest spectrum
+    maps = {"gaussian": G, **{f: from_budget(f, 512, 512, 8 * 512, init="random", seed=0).double()
+                              for f in ("ldr", "toeplitz", "monarch")}}
+    for name, M in maps.items():
+        X = M if isinstance(M, torch.Tensor) else M.to_dense().detach()
+        s, estimate = torch.linalg.svdvals(X), analysis.estimate_singular_values(M)
+        assert len(estimate) == analysis.ESTIMATE_K
+        assert (estimate <= s[:len(estimate)] * (1 + 1e-10)).all(), name  # each at most the true value
+        assert ((s[:len(estimate)] - estimate).abs() <= 0.03 * s[0]).all(), name  # as estimate_singular_values says
+        lam, ritz = torch.linalg.eigvals(X), analysis.estimate_eigenvalues(M)[:5]
+        distance = (ritz[:, None] - lam[None, :]).abs().min(dim=1).values
+        assert (distance <= 0.03 * lam.abs().max()).all(), name  # the five outermost Ritz values
+    # a map of low rank is found exactly (an invariant Krylov space), and a decaying spectrum closely
+    low = from_budget("lowrank", 300, 300, 2 * 300 * 3, init="random", seed=0).double()
+    np.testing.assert_allclose(analysis.estimate_singular_values(low)[:3], analysis.singular_values(low)[:3], rtol=1e-8)
+
+
+def test_large_text_enlarges_every_explorer_figure():
+    from visualize.style import LARGE_FONT, LARGE_TITLE
+    plain, large = (session.explore("kronecker", 24, 24, 100, large_text=on) for on in (False, True))
+    staged = list(session.explore_stages("ldr", 130, 130, 520, large_text=True))[0]  # placeholders too
+    compared = session.compare("psd", 16, 64, families=["lowrank"], large_text=True)
+    dial = list(session.dial_stages("psd", 8, 0, 1, large_text=True))[-1]
+    figures = [getattr(large, n) for n in ("heatmap", "parameters", "spectrum", "eigenvalues", "displacement")]
+    figures += [staged.spectrum, compared.curves, dial.figure, dial.operators]
+    for fig in figures:
+        assert fig.layout.font.size == LARGE_FONT and fig.layout.title.font.size == LARGE_TITLE
+        assert all(a.font.size is None or a.font.size > 15 for a in fig.layout.annotations)
+    before, after = plain.parameters.layout, large.parameters.layout
+    assert after.margin.t > before.margin.t  # room for the larger title lines
+    assert [a.font.size for a in after.annotations] > [a.font.size for a in before.annotations]  # subplot titles
+    assert plain.spectrum.layout.font.size is None  # the default: plotly's
 
 
 # -- links: the URL holds the view ----------------------------------------------------------------
@@ -268,6 +330,26 @@ def test_compare_takes_the_chosen_families_and_says_when_none_fits():
     assert empty.rows == [] and "No family fits a budget of 3" in empty.note
     with pytest.raises(ValueError, match="pick at least one family"):
         session.compare("psd", 16, 64, families=[])
+
+
+def test_compare_with_a_budget_no_family_fits_names_each_smallest(demo):
+    # a table budget of 1 was an empty table and one sentence; the page should say what would fit
+    result = session.compare("gaussian", 64, 1)
+    assert result.rows == [] and result.curves.data  # the curves still show every family
+    assert "**No family fits a budget of 1 parameter at 64 × 64**" in result.note
+    for family in FAMILIES:
+        assert f"{family} {session.budget_range(family, 64, 64)[0]:,}" in result.note
+    assert "at least 64 fills the table" in result.note
+    some = session.compare("gaussian", 64, 100, families=["circulant", "lowrank", "dense"])
+    assert [row[0] for row in some.rows] == ["circulant"]
+    assert some.note.startswith("Not in the table (the table budget of 100 at 64 × 64 is below their smallest): "
+                                "lowrank 128, dense 4,096.")
+    # through the page: a message in the note, an empty table, no error
+    sent = run(demo, handler(demo, "compare_btn", "click", "compare"), "gaussian", 32, 1, 0, ["circulant", "dense"], False)
+    last = sent[-1]
+    assert "No family fits a budget of 1 parameter at 32 × 32" in value(last["compare_note"])
+    assert "circulant 32, dense 1,024" in value(last["compare_note"])
+    assert value(last["table"])["data"] in ([], [[""] * len(session.TABLE_COLUMNS)])
 
 
 def test_the_dial_fits_each_rank_once_and_shows_all_fits_so_far():

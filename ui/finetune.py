@@ -61,8 +61,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                 yield (gr.skip(), progress_html(job), visualize.training_curves(job.events(), task),
                        *(gr.skip(),) * 7)
         finally:
-            if not job.done():  # the page was closed: stop its run; a finished one was not stopped
-                job.stop()
+            job.stop()
         if job.error is not None:  # a killed run still shows in the table, as interrupted
             yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), *views(request, query, task=task)
             if job.stopping and not job.events():

@@ -210,10 +210,26 @@ def _rank_marker(x: int, low: float, high: float, line_color: str, group: str) -
 SIGMA_I = "σ<sub>i</sub>"
 
 
-def spectrum(mats: dict, k: int | None = None) -> go.Figure:
+#: ``layout.meta`` of a figure that shows estimates (``estimate=True``): exact values follow.
+ESTIMATE = "estimate"
+
+
+def is_estimate(fig: go.Figure) -> bool:
+    """Whether ``fig`` shows estimates (its exact version is still to come)."""
+    return fig.layout.meta == ESTIMATE
+
+
+def _estimated(fig: go.Figure) -> go.Figure:
+    fig.layout.meta = ESTIMATE
+    return fig
+
+
+def spectrum(mats: dict, k: int | None = None, estimate: bool = False) -> go.Figure:
     """Singular values σ_1 ≥ σ_2 ≥ … (log y) of each map in ``mats`` (name -> module or matrix),
     overlaid, with each numerical rank (``analysis.numerical_rank``) marked by a dashed line.
-    ``k``: only the top k values (``analysis.singular_values(m, k)``).
+    ``k``: only the top k values (``analysis.singular_values(m, k)``). ``estimate``: a map
+    whose values would need a dense SVD shows the top ``analysis.ESTIMATE_K`` estimated
+    (``analysis.estimate_singular_values``, no rank), and the title says so (:func:`is_estimate`).
 
     >>> [t.name for t in spectrum({"I": torch.eye(2)}).data]
     ['I (rank 2)', None]
@@ -222,22 +238,33 @@ def spectrum(mats: dict, k: int | None = None) -> go.Figure:
         raise ValueError(f"mats must be a dict of name -> module or matrix, got {type(mats).__name__}")
     if not mats:
         return empty_figure("Singular values", "Pick a family to see its singular values.")
-    values = {name: analysis.singular_values(m, k) for name, m in mats.items()}
+    values, estimated = {}, set()
+    for name, m in mats.items():
+        s = analysis.cheap_singular_values(m) if estimate and k is None else None
+        if estimate and k is None and s is None:
+            s = analysis.estimate_singular_values(m)
+            estimated.add(name)
+        values[name] = analysis.singular_values(m, k) if s is None else s
     # with all values at hand the rank needs no second SVD (k: the rank within the top k)
-    ranks = {name: analysis.numerical_rank(m, values=s) if k is None else analysis.numerical_rank(m)
-             for (name, m), s in zip(mats.items(), values.values())}
+    ranks = {name: analysis.numerical_rank(m, values=values[name]) if k is None else analysis.numerical_rank(m)
+             for name, m in mats.items() if name not in estimated}
     nonzero = [s for s in values.values() if s[0] > 0]
-    fig = figure("Singular values" + _subtitle("log scale; numerical rank dashed"),
+    note = (f"estimate: top {analysis.ESTIMATE_K} (randomized SVD); exact ones follow" if estimated
+            else "log scale; numerical rank dashed")
+    fig = figure("Singular values" + _subtitle(note),
                  xaxis=dict(title="index i"), yaxis=dict(type="log", title=SIGMA_I),
                  legend=dict(orientation="h", x=0, y=-0.2, yanchor="top"))
     low, log_range = _log_axis(nonzero) if nonzero else (1.0, None)
     for name, s in values.items():
         m = mats[name]
         c = color(m.family if isinstance(m, StructuredMatrix) else name)
-        label = f"{name} (rank {ranks[name]})" if s[0] > 0 else f"{name} (all zero)"
+        label = (f"{name} (top {len(s)}, estimated)" if name in estimated else
+                 f"{name} (rank {ranks[name]})" if s[0] > 0 else f"{name} (all zero)")
         fig.add_trace(_values_trace(s, name=label, legendgroup=name, line=dict(color=c)))
-        if s[0] > 0:
+        if s[0] > 0 and name not in estimated:
             fig.add_trace(_rank_marker(ranks[name], low, float(s[0]), c, name))
+    if estimated:
+        _estimated(fig)
     if nonzero:
         fig.update_yaxes(range=log_range, **log_ticks(log_range))
     else:
@@ -246,16 +273,24 @@ def spectrum(mats: dict, k: int | None = None) -> go.Figure:
     return fig
 
 
-def eigenvalue_plot(m) -> go.Figure:
+def eigenvalue_plot(m, estimate: bool = False) -> go.Figure:
     """Eigenvalues of a square map in the complex plane (``analysis.eigenvalues``), with what the
     family's structure says about them (its ``eigenvalue_caption()``) under the title.
+    ``estimate``: a map whose eigenvalues would need a dense ``eigvals`` shows Ritz values
+    (``analysis.estimate_eigenvalues``), and the title says so (:func:`is_estimate`).
     ValueError if not square.
 
     >>> eigenvalue_plot(torch.diag(torch.tensor([1.0, -2.0]))).data[0].x.tolist()
     [-2.0, 1.0]
     """
-    lam = analysis.eigenvalues(m)
-    caption = m.eigenvalue_caption() if isinstance(m, StructuredMatrix) else None
+    lam = analysis.cheap_eigenvalues(m) if estimate else None
+    estimated = estimate and lam is None
+    if estimated:
+        lam = analysis.estimate_eigenvalues(m)
+        caption = f"estimate: {len(lam)} Ritz values (outermost first); exact ones follow"
+    else:
+        lam = analysis.eigenvalues(m) if lam is None else lam
+        caption = m.eigenvalue_caption() if isinstance(m, StructuredMatrix) else None
     fig = figure("Eigenvalues in the complex plane" + _subtitle(name_of(m), caption),
                  xaxis=dict(title="Re λ", zeroline=True),
                  yaxis=dict(title="Im λ", zeroline=True, scaleanchor="x"))
@@ -263,7 +298,7 @@ def eigenvalue_plot(m) -> go.Figure:
         x=lam.real.numpy(), y=lam.imag.numpy(), mode="markers", name="λ",
         marker=dict(size=6, color=color(m.family if isinstance(m, StructuredMatrix) else None)),
         hovertemplate="λ = %{x:.4g} %{y:+.4g}i<extra></extra>"))
-    return fig
+    return _estimated(fig) if estimated else fig
 
 
 def no_eigenvalues_figure(d_out: int, d_in: int) -> go.Figure:
@@ -273,18 +308,25 @@ def no_eigenvalues_figure(d_out: int, d_in: int) -> go.Figure:
 
 
 # -- displacement ----------------------------------------------------------------------------
-def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
+def displacement_figure(M, A="Z1", B="Z-1", estimate: bool = False) -> go.Figure:
     """The Sylvester residual ∇_{A,B}(M) = A M − M B as a heatmap (left, in cells of its
     largest entries above ``MAX_CELLS``: a lone nonzero column still shows) and its singular
     values (right, log y), with the displacement rank (``analysis.displacement_rank``) ending the
     title and marked. ``A``/``B``: operator names ("Z1", "Z-1", "Z<f>": the f-shifts Z_f) or
-    matrices.
+    matrices. ``estimate``: a residual whose values would need a dense SVD shows the top
+    ``analysis.ESTIMATE_K`` estimated, and a lower bound on the rank (:func:`is_estimate`).
 
     >>> displacement_figure(torch.eye(3), "Z1", "Z1").layout.title.text.endswith("rank 0")
     True
     """
     R = analysis.displacement(M, A, B)
-    s = analysis.singular_values(R)
+    s = analysis.cheap_singular_values(R) if estimate else None
+    estimated = estimate and s is None
+    if estimated:
+        s = analysis.estimate_singular_values(R)
+    else:
+        s = analysis.singular_values(R) if s is None else s
+    # an estimate undercounts (each estimated σ_i is at most the true one): a lower bound
     rank = analysis.displacement_rank(M, A, B, values=s)
     a, b = (op if isinstance(op, str) else name for op, name in ((A, "A"), (B, "B")))
     stride = stride_for(*R.shape)
@@ -299,17 +341,21 @@ def displacement_figure(M, A="Z1", B="Z-1") -> go.Figure:
     fig.add_trace(_values_trace(s, line=dict(color=color(getattr(M, "family", None))),
                                 name="σ_i(∇)", showlegend=False), row=1, col=2)
     title = f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank {rank}"
+    if estimated:
+        title = (f"Displacement of {name_of(M)}<br>under ({a}, {b}): displacement rank ≥ {rank}"
+                 f"<br><sub>estimate: top {len(s)} σ (randomized SVD); exact ones follow</sub>")
     # under the title: the subplot titles (two lines when the residual is drawn in cells)
     fig.update_layout(title=dict(text=title), margin=dict(title_margin(title, below=20 + 14 * (stride > 1)), b=80))
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     if s[0] > 0:
         low, log_range = _log_axis([s])
-        fig.add_trace(_rank_marker(rank, low, float(s[0]), OTHER_COLOR, "∇"), row=1, col=2)
+        if not estimated:
+            fig.add_trace(_rank_marker(rank, low, float(s[0]), OTHER_COLOR, "∇"), row=1, col=2)
         fig.update_yaxes(range=log_range, row=1, col=2, **log_ticks(log_range))
     else:
         fig.add_annotation(text="the residual is exactly 0", x=0.78, y=0.5, xref="paper",
                            yref="paper", showarrow=False)
         fig.update_xaxes(visible=False, row=1, col=2)
         fig.update_yaxes(visible=False, row=1, col=2)
-    return fig
+    return _estimated(fig) if estimated else fig

@@ -14,7 +14,7 @@ from visualize.style import empty_figure, enlarge
 from .. import analysis
 from ..families import FAMILIES
 from ..families.base import check_size
-from .explore import MAX_EXPLORE_SIZE, QUICK_CELLS, _large_maps, check_explore_size, check_seed
+from .explore import MAX_EXPLORE_SIZE, QUICK_CELLS, _large_maps, budget_range, check_explore_size, check_seed
 
 TARGET_KINDS = TARGETS  # gaussian, psd, minilm_query
 TABLE_COLUMNS = ["family", "params", "hyperparameters", "rank", "displacement rank", "relative error"]
@@ -91,9 +91,10 @@ def compare_stages(kind: str, n: int, budget: int, seed: int = 0, families=None,
         curves = visualize.approximation_curves(W, budgets, families=others, mark_budget=budget)
         rows = _table_rows(W, budget, others)
     if "ldr" not in families:
-        yield Comparison(style(curves), rows, _fits_note(rows, n, budget))
+        yield Comparison(style(curves), rows, _fits_note(families, n, budget, max_size))
         return
-    yield Comparison(style(go.Figure(curves)), rows, "ldr: fitting…")
+    fits = _fits_note(others, n, budget, max_size)
+    yield Comparison(style(go.Figure(curves)), rows, " ".join(s for s in (fits, "ldr: fitting…") if s))
     with _large_maps if n * n > QUICK_CELLS else contextlib.nullcontext():
         complete = go.Figure(curves)
         complete.add_traces(visualize.approximation_curves(W, [b for b in budgets if b <= ldr_limit], ["ldr"]).data)
@@ -101,7 +102,7 @@ def compare_stages(kind: str, n: int, budget: int, seed: int = 0, families=None,
             rows = _table_rows(W, budget, families)
     note = (f"ldr is fitted iteratively and shown up to {ldr_limit:,} parameters "
             f"({LDR_BUDGET_PER_ROW}·n): larger fits take minutes on a CPU.")
-    yield Comparison(style(complete), rows, " ".join(s for s in (_fits_note(rows, n, budget), note) if s))
+    yield Comparison(style(complete), rows, " ".join(s for s in (_fits_note(families, n, budget, max_size), note) if s))
 
 
 def compare(kind: str, n: int, budget: int, seed: int = 0, families=None, **options) -> Comparison:
@@ -110,8 +111,22 @@ def compare(kind: str, n: int, budget: int, seed: int = 0, families=None, **opti
     return complete
 
 
-def _fits_note(rows: list[list], n: int, budget: int) -> str:
-    return "" if rows else f"No family fits a budget of {budget:,} parameters at {n} × {n}: the table is empty."
+def _fits_note(families: list[str], n: int, budget: int, max_size: int = MAX_EXPLORE_SIZE) -> str:
+    """Which of ``families`` the table budget is too small for, each with its smallest budget ("" if none).
+
+    >>> _fits_note(["circulant", "dense"], 64, 512)
+    'Not in the table (the table budget of 512 at 64 × 64 is below their smallest): dense 4,096.'
+    """
+    smallest = sorted((budget_range(f, n, n, max_size)[0], f) for f in families)
+    short = [(low, f) for low, f in smallest if low > budget]
+    needs = ", ".join(f"{f} {low:,}" for low, f in short)
+    if not short:
+        return ""
+    if len(short) < len(families):
+        return f"Not in the table (the table budget of {budget:,} at {n} × {n} is below their smallest): {needs}."
+    return (f"**No family fits a budget of {budget:,} parameter{'s' * (budget != 1)} at {n} × {n}**, so the "
+            f"table is empty. The smallest budget of each: {needs}. The curves start at each family's smallest; "
+            f"a table budget of at least {short[0][0]:,} fills the table.")
 
 
 def _table_rows(W, budget: int, families: list[str]) -> list[list]:

@@ -158,7 +158,8 @@ class Exploration:
     displacement: go.Figure
     explanation: str  # the family (``describe``)
     note: str  # what is shown: the configuration, its tiling, a budget that was moved into range
-    complete: bool = True  # False: some figures are "computing…" placeholders (a later stage follows)
+    complete: bool = True  # False: some figures are placeholders or estimates (a later stage follows)
+    estimates: tuple = ()  # the figures that show estimates ("spectrum", "displacement", "eigenvalues")
 
 
 def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 0,
@@ -172,13 +173,15 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
     page); otherwise it is a ``ValueError`` (the API). ``large_text``: figures with larger fonts
     (a projector). Sides above ``max_size`` are refused, with :func:`explore_cost`'s cost.
 
-    A map of more than ``QUICK_CELLS`` entries is yielded in three stages, each with the figures
-    computed so far and "computing…" placeholders for the rest: first the configuration,
-    heatmap, parameters and explanation (the page answers at once), then the singular values and
-    displacement (structure-aware: FFTs, small cores, random sketches of low-rank residuals; a
-    dense SVD only where no structure helps), last the eigenvalues (a dense ``eigvals`` for
-    families without an eigen-structure). Such maps wait for each other (``LARGE_AT_ONCE``), small
-    ones never do. Later stages reuse the earlier figures (the same objects), so a caller can skip
+    A map of more than ``QUICK_CELLS`` entries is yielded in stages: first the configuration,
+    heatmap, parameters and explanation, with "computing…" placeholders for the rest (the page
+    answers at once); then every figure, exact where structure makes it cheap (FFTs, small cores,
+    random sketches of low-rank residuals) and otherwise an *estimate* that says so (the top
+    singular values by a randomized SVD, Ritz values for eigenvalues: tens of milliseconds at
+    1024 × 1024); then the exact singular values and displacement in place of their estimates
+    (a dense SVD), last the exact eigenvalues (a dense ``eigvals``). ``estimates`` names the
+    figures still estimated. Such maps wait for each other (``LARGE_AT_ONCE``), small ones never
+    do. Later stages reuse the earlier figures (the same objects), so a caller can skip
     resending them; the last is ``complete``.
     """
     d_out, d_in = check_explore_size("d_out", d_out, max_size), check_explore_size("d_in", d_in, max_size)
@@ -218,15 +221,29 @@ def explore_stages(family: str, d_out: int, d_in: int, budget: int, seed: int = 
         overlay = {family: m}
         if family != "lowrank" and budget >= budget_range("lowrank", d_out, d_in, max_size)[0]:
             overlay["lowrank (LoRA)"] = from_budget("lowrank", d_out, d_in, budget, init="random", seed=seed).double()
-        result = dataclasses.replace(result, spectrum=style(visualize.spectrum(overlay)),
-                                     displacement=style(visualize.displacement_figure(m, A=A, B=B)),
-                                     complete=not square)
-    if staged and square:
-        yield result
-    if square:
-        with queue:
-            result = dataclasses.replace(result, eigenvalues=style(visualize.eigenvalue_plot(m)), complete=True)
+        # a large map shows estimates where the exact values need a dense O(n³) decomposition
+        figures = {"spectrum": style(visualize.spectrum(overlay, estimate=staged)),
+                   "displacement": style(visualize.displacement_figure(m, A=A, B=B, estimate=staged))}
+        if square:
+            figures["eigenvalues"] = style(visualize.eigenvalue_plot(m, estimate=staged))
+        estimates = tuple(name for name, fig in figures.items() if visualize.is_estimate(fig))
+        result = dataclasses.replace(result, **figures, estimates=estimates, complete=not estimates)
     yield result
+    if "spectrum" in estimates or "displacement" in estimates:
+        with queue:
+            figures = {}
+            if "spectrum" in estimates:
+                figures["spectrum"] = style(visualize.spectrum(overlay))
+            if "displacement" in estimates:
+                figures["displacement"] = style(visualize.displacement_figure(m, A=A, B=B))
+            left = tuple(name for name in estimates if name not in figures)
+            result = dataclasses.replace(result, **figures, estimates=left, complete=not left)
+        yield result
+    if "eigenvalues" in estimates:
+        with queue:
+            result = dataclasses.replace(result, eigenvalues=style(visualize.eigenvalue_plot(m)), estimates=(),
+                                         complete=True)
+        yield result
 
 
 def _eigen_cost(m) -> str:

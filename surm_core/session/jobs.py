@@ -201,9 +201,10 @@ class FinetuneJob:
         """Leave the line, or ask the process to stop after its current step (keeping what it reached).
 
         Only the first call signals: the command line takes a second Ctrl-C as "interrupt at once",
-        which would lose the evaluation of what the run reached."""
+        which would lose the evaluation of what the run reached. A job that has ended is not
+        stopped (its failure stays a failure)."""
         with self._lock:
-            if self._stop.is_set():
+            if self._stop.is_set() or self.done():
                 return
             self._stop.set()
             if self.process is not None and self.process.poll() is None:
