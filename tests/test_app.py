@@ -147,7 +147,8 @@ def test_the_cache_of_uploads_and_downloads_is_cleaned_on_a_schedule(tmp_path):
 
 def test_a_server_reachable_from_other_machines_without_auth_warns_what_is_exposed():
     warning = app.exposure_warning("0.0.0.0", share=False, auth=None, shared_runs=False)
-    for exposed in ("without --auth", "fine-tune on this machine", "upload datasets", "load any model directory"):
+    for exposed in ("without --auth", "fine-tune on this machine", "upload datasets", "load any model directory",
+                    "image files named in an uploaded CSV/JSONL"):
         assert exposed in warning
     assert "every run" in app.exposure_warning("0.0.0.0", False, None, shared_runs=True)
     assert "gradio.live" in app.exposure_warning("127.0.0.1", share=True, auth=None, shared_runs=False)

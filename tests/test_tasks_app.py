@@ -101,3 +101,31 @@ def test_a_dataset_that_does_not_fit_the_model_is_named_before_start(client, tin
     with pytest.raises(AppError, match="holds texts; image-classification needs images"):
         client.predict(tiny["vit"], handle_file(tiny["topics"]), "", "", "circulant", 32, 5, 8, 1e-2, 0,
                        task="image-classification", api_name="/finetune")
+
+
+# -- the task selector's choices, without a server ----------------------------------------------------
+
+def test_each_task_offers_its_built_in_datasets_and_says_when_fashion_mnist_is_missing(monkeypatch, tmp_path):
+    from surm_core.finetune import images
+
+    assert [v for _, v in session.built_in_datasets("text-classification")[0]] == ["bbc_news"]
+    assert [v for _, v in session.built_in_datasets("causal-lm")[0]] == ["bbc_news"]
+    monkeypatch.setattr(images, "FASHION_MNIST_DIR", tmp_path / "absent")
+    choices, note = session.built_in_datasets("image-classification")
+    assert [v for _, v in choices] == ["digits"] and "Fashion-MNIST is not installed on this server" in note
+    with pytest.raises(ValueError, match="Fashion-MNIST is not installed on this server"):
+        session.finetune_config("m", None, "circulant", 32, task="image-classification", built_in="fashion_mnist")
+    monkeypatch.setattr(images, "FASHION_MNIST_DIR", tmp_path)
+    assert [v for _, v in session.built_in_datasets("image-classification")[0]] == ["digits", "fashion_mnist"]
+    with pytest.raises(ValueError, match="task must be one of text-classification, image-classification, causal-lm"):
+        session.built_in_datasets("audio")
+
+
+def test_typing_a_model_sets_the_task_from_its_config(tiny):
+    assert session.typed_model_task(tiny["vit"], "text-classification") == "image-classification"
+    assert session.typed_model_task(tiny["gpt2"], "text-classification") == "causal-lm"
+    assert session.typed_model_task(tiny["bert"], "causal-lm") == "text-classification"
+    assert session.typed_model_task("  ", "causal-lm") == "causal-lm"  # nothing typed: as it was
+    assert session.typed_model_task("/no/such/model", "image-classification") == "image-classification"
+    config = session.finetune_config(tiny["gpt2"], None, "circulant", 96, task="causal-lm", chat_template=True)
+    assert (config.task, config.dataset, config.chat_template) == ("causal-lm", "bbc_news", True)
