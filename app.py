@@ -24,7 +24,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import atexit  # noqa: E402
 import ipaddress  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
+import time  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
@@ -143,9 +145,18 @@ def serve(host: str, port: int, share: bool = False, runs_dir="runs", block: boo
     atexit.register(searches.stop_all)
     demo = build_app(runs_dir, shared_runs, limits, finetunes, searches, max_map).queue()
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, show_error=True,
-                max_file_size=int(limits.max_upload_mb * 2**20), prevent_thread_lock=not block, quiet=not block,
+                max_file_size=int(limits.max_upload_mb * 2**20), prevent_thread_lock=True, quiet=not block,
                 head=links.HEAD, css=links.CSS)
-    if block:  # the server has stopped
+    if block:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, `docker stop`: as Ctrl-C
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("Stopping: runs keep what they reached; uploads and downloads are deleted.", flush=True)
+        # Gradio's own wait (launch without prevent_thread_lock) leaves the pages' event streams
+        # open, which holds the server's shutdown, and the cache's deletion, past the process's end
+        demo.close()
         finetunes.stop_all()
         searches.stop_all()
     return demo

@@ -75,7 +75,7 @@ def main(argv=None):
     tokens = eval_batch_tokens(config)
 
     results = [(f"engine: inference, sorted, {tokens} tokens/batch", *timed(
-        lambda: evaluate(model, task, rows, tokens, device, autocast), args.reps, device))]
+        lambda: evaluate(model, task, rows, tokens, device, autocast)["eval_acc"], args.reps, device))]
     if args.naive:
         results.append((f"naive: no_grad, batches of {args.batch_size}", *timed(
             lambda: naive_evaluate(model, task, rows, args.batch_size, device, autocast), args.reps, device)))

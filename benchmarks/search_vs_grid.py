@@ -5,8 +5,9 @@
 The grid is the Pareto study in ``benchmarks/runs.jsonl`` (``benchmarks.pareto``): its rows are
 the configurations run on every seed at their method's chosen learning rate. At each number of
 trainable parameters P the grid covered, its best is the highest mean accuracy of a row with at
-most P parameters; the search *finds* it at the first finished trial (in the order trials
-finished) with at most P parameters and an accuracy within ``--tolerance`` of it. Compute is
+most P parameters (a row per P where that best improves: the grid's front); the search *finds*
+it at the first finished trial (in the order trials finished) with at most P parameters and an
+accuracy within ``--tolerance`` of it. Compute is
 counted in trial-steps (optimizer steps of every trial, pruned and failed ones included, up to
 and including that trial) against the grid's (every run of the study, learning-rate search
 included, times its steps).
@@ -36,14 +37,55 @@ def grid_rows(runs: list[dict]) -> list[dict]:
 
 
 def levels(rows: list[dict]) -> list[tuple[int, dict]]:
-    """(P, the row with the best mean among those with at most P parameters) for every P covered."""
-    return [(p, max((r for r in rows if r["trainable_params"] <= p), key=lambda r: r["mean"]))
-            for p in sorted({r["trainable_params"] for r in rows})]
+    """The grid's front: (P, its best row with at most P parameters) at every P where that best
+    improves (at the P between, the best is the previous level's row)."""
+    result = []
+    for p in sorted({r["trainable_params"] for r in rows}):
+        top = max((r for r in rows if r["trainable_params"] <= p), key=lambda r: r["mean"])
+        if not result or top["mean"] > result[-1][1]["mean"]:
+            result.append((p, top))
+    return result
 
 
 def finished_in_order(study) -> list:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     return sorted((t for t in trials if "steps" in t.user_attrs), key=lambda t: t.datetime_complete)
+
+
+def report(trials: list, runs: list[dict], grid_steps: int, tolerance: float) -> list[str]:
+    """The comparison as Markdown lines: a row per level of the grid's front, then a summary.
+    ``trials`` are the search's finished trials in the order they finished."""
+    grid_total = len(runs) * grid_steps
+    spent, total = [], 0
+    for t in trials:
+        total += t.user_attrs["steps"]
+        spent.append(total)
+    pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    lines = [f"grid: {len(runs)} runs × {grid_steps} steps = {grid_total:,} trial-steps; search: {len(trials)} "
+             f"trial{'s' * (len(trials) != 1)} ({pruned} pruned), {total:,} trial-steps = {total / grid_total:.2f} of the grid's",
+             "", f"| trainable ≤ | grid's best (mean of its seeds) | search's first within {tolerance * 100:g} points "
+             "(one seed) | accuracy | trial-steps until then | / grid |", "|---|---|---|---|---|---|"]
+    found = []
+    for p, row in levels(grid_rows(runs)):
+        hit = next((i for i, t in enumerate(trials) if t.state == TrialState.COMPLETE
+                    and t.user_attrs["trainable_params"] <= p and t.value >= row["mean"] - tolerance), None)
+        grid = f"{row['name']} (lr {row['lr']:g}) {row['mean']:.4f}"
+        if hit is None:
+            lines.append(f"| {p:,} | {grid} | not found | | | |")
+            continue
+        t = trials[hit]
+        found.append(spent[hit])
+        lines.append(f"| {p:,} | {grid} | trial {t.number}: {describe(t)}, {t.user_attrs['trainable_params']:,} params | "
+                     f"{t.value:.4f} | {spent[hit]:,} | {spent[hit] / grid_total:.2f} |")
+    n = len(levels(grid_rows(runs)))
+    lines.append("")
+    if len(found) == n:
+        lines.append(f"every level of the grid's front found after {max(found):,} trial-steps: "
+                     f"{max(found) / grid_total:.2f} of the grid's {grid_total:,}")
+    else:
+        lines.append(f"{len(found)} of the grid's {n} front levels found in {total:,} trial-steps "
+                     f"({total / grid_total:.2f} of the grid's {grid_total:,})")
+    return lines
 
 
 def main(argv=None):
@@ -55,36 +97,9 @@ def main(argv=None):
     ap.add_argument("--tolerance", type=float, default=0.005, help="accuracy a match may lie below the grid's best")
     args = ap.parse_args(argv)
     runs = [json.loads(line) for line in Path(args.grid).read_text().splitlines()]
-    grid_steps = len(runs) * args.grid_steps
     search = Path(args.search)
     study = optuna.load_study(study_name=args.study or search.resolve().name, storage=f"sqlite:///{search / 'study.db'}")
-    trials = finished_in_order(study)
-    spent, total = [], 0
-    for t in trials:
-        total += t.user_attrs["steps"]
-        spent.append(total)
-    pruned = sum(t.state == TrialState.PRUNED for t in trials)
-    print(f"grid: {len(runs)} runs x {args.grid_steps} steps = {grid_steps:,} trial-steps; search: {len(trials)} "
-          f"trials ({pruned} pruned), {total:,} trial-steps\n")
-    print(f"| trainable ≤ | grid's best (mean of seeds) | search's first within {args.tolerance * 100:g} points | "
-          "accuracy | trial-steps | / grid |")
-    print("|---|---|---|---|---|---|")
-    needed = 0
-    for p, row in levels(grid_rows(runs)):
-        target = row["mean"] - args.tolerance
-        hit = next((i for i, t in enumerate(trials) if t.state == TrialState.COMPLETE
-                    and t.user_attrs["trainable_params"] <= p and t.value >= target), None)
-        grid = f"{row['name']} (lr {row['lr']:g}) {row['mean']:.4f}"
-        if hit is None:
-            print(f"| {p:,} | {grid} | not found | | | |")
-            needed = None
-            continue
-        t = trials[hit]
-        print(f"| {p:,} | {grid} | trial {t.number}: {describe(t)}, {t.user_attrs['trainable_params']:,} params | "
-              f"{t.value:.4f} | {spent[hit]:,} | {spent[hit] / grid_steps:.2f} |")
-        needed = None if needed is None else max(needed, spent[hit])
-    if needed is not None:
-        print(f"\nevery level found after {needed:,} trial-steps: {needed / grid_steps:.2f} of the grid's {grid_steps:,}")
+    print("\n".join(report(finished_in_order(study), runs, args.grid_steps, args.tolerance)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
 from surm_core import FAMILIES
+
+# Gradio's cache (/tmp/gradio) is shared by every Gradio process on the machine, addressed by
+# content, and a served app deletes its files at shutdown: another process's identical upload
+# would go with them. Each test session gets a cache of its own.
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="surm-tests-gradio-"))
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,17 @@ import hashlib
 import json
 import os
 import random
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -143,6 +148,43 @@ def test_auth_shared_runs_and_limits_from_flags_or_environment(monkeypatch):
 
 def test_the_cache_of_uploads_and_downloads_is_cleaned_on_a_schedule(tmp_path):
     assert app.build_app(tmp_path).delete_cache == (3600, app.CACHE_AGE_S)
+
+
+def responds(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}config", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_terminated_server_deletes_the_uploads_and_downloads_it_served(tmp_path):
+    # `kill` or `docker stop` (SIGTERM) ends `python app.py` as Ctrl-C does: Gradio's cache goes with it
+    runs, cache, tmp = tmp_path / "runs", tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    run_dir = fake_run(session.workspace_dir(runs, "key"), "x", "circulant", 10, 0.5)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"]["max_length"] = 16  # what the download's snippet needs
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    url = f"http://127.0.0.1:{(port := free_port())}/"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, app.__file__, "--port", str(port)], cwd=tmp_path, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: server.poll() is not None or responds(url), "the server to start", timeout=180)
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        client.predict("key", api_name="/open_workspace")
+        assert client.predict("x", api_name="/download")[0].endswith("x.zip")
+        httpx.post(f"{url}gradio_api/upload", files={"files": ("upload.csv", b"text,label\n")}).raise_for_status()
+        assert {"x.zip", "upload.csv"} <= {p.name for p in cache.rglob("*") if p.is_file()}
+        assert list(tmp.glob("surm-zips-*/*/x.zip"))
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0, (tmp_path / "server.log").read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert not [p for p in cache.rglob("*") if p.is_file()] and not list(tmp.iterdir())
 
 
 def test_a_server_reachable_from_other_machines_without_auth_warns_what_is_exposed():
@@ -300,6 +342,16 @@ def test_finetune_config_rejects_bad_settings(args, message):
         session.finetune_config(None, None, *args)
 
 
+@pytest.mark.parametrize("model, message", [
+    ("m" * 300, "could not load a model from 'mmm"),  # a path component longer than the file system allows
+    ("m" * 100_000, "the model name is 100,000 characters long"),
+    ("model\x00", "control characters"),
+])
+def test_a_model_name_no_directory_can_have_is_a_clear_message(tiny, model, message):
+    with pytest.raises(ValueError, match=message):
+        session.plan(session.finetune_config(model, tiny[1], "circulant", 16), session.Limits())
+
+
 def test_run_names_are_made_safe_and_unique(tmp_path):
     assert session.check_run_name("my run/../x?") == "my-run-..-x"
     with pytest.raises(ValueError, match="at least one letter"):
@@ -317,18 +369,29 @@ def test_limits_refuse_large_datasets_before_anything_starts(tiny, tmp_path):
         session.check_dataset(config, session.Limits(max_classes=1))
     with pytest.raises(ValueError, match="MB, more than this server accepts"):
         session.check_dataset(config, session.Limits(max_upload_mb=1e-4))
+    gone = session.finetune_config("", str(tmp_path / "cleaned" / "topics.csv"), "circulant", 16, 10, 8, 1e-3, 0)
+    with pytest.raises(ValueError, match="the uploaded dataset 'topics.csv' is no longer on this server"):
+        session.check_dataset(gone, session.Limits())
     with pytest.raises(ValueError, match="steps = 11 is more than this server allows"):
         session.finetune_config("", data, "circulant", 16, 11, 8, 1e-3, 0, limits=session.Limits(max_steps=10))
 
 
-@pytest.mark.parametrize("targets, layers", [("attention-qv", 2), ("attention-all", 4)])
-def test_plan_counts_the_layers_and_trainable_parameters_before_start(tiny, targets, layers):
+@pytest.mark.parametrize("targets, custom, matched", [
+    ("attention-qv", "", ["query", "value"]),
+    ("attention-all", "", ["query", "key", "value", "dense"]),
+    ("custom", "key, value", ["key", "value"]),  # a list of module-name suffixes
+    ("custom", r".*self\.(query|key)$", ["query", "key"]),  # a regular expression
+])
+def test_plan_counts_the_layers_and_trainable_parameters_before_start(tiny, targets, custom, matched):
     model, data = tiny
-    config = session.finetune_config(model, data, "lowrank", None, 10, 8, 1e-3, 0, rank=2, alpha=4, targets=targets)
+    config = session.finetune_config(model, data, "lowrank", None, 10, 8, 1e-3, 0, rank=2, alpha=4, targets=targets,
+                                     custom_targets=custom)
     line, rows = session.plan(config, session.Limits())
+    layers = len(matched)
     head = 16 * 2 + 2
     adapters = layers * 2 * (16 + 16)  # rank 2 on 16 × 16 layers: r·(d_in + d_out) each
-    assert len(rows) == layers and all(row[1:] == ["lowrank", "16 × 16", "r=2, alpha=4.0", 64] for row in rows)
+    assert [row[0].rsplit(".", 1)[-1] for row in rows] == matched  # the matched layers, before anything starts
+    assert all(row[1:] == ["lowrank", "16 × 16", "r=2, alpha=4.0", 64] for row in rows)
     assert line.startswith(f"{layers} layers adapted") and f"{adapters + head:,} trainable parameters" in line
     assert f"{adapters:,} in adapters + {head:,} in the head" in line
     with pytest.raises(ValueError, match="could not load a model from"):
@@ -340,9 +403,12 @@ def test_job_trains_in_its_own_process_and_stops_within_a_step(tiny, tmp_path):
     model, data = tiny
     config = session.finetune_config(model, data, "circulant", 16, 5000, 8, 1e-2, 0, eval_every=5000)
     job = session.new_run(tmp_path, config, "", session.Limits()).start()
-    while not job.events():
+    while not job.events() or not job.events()[-1]["step"]:
         assert not job.wait(0.1), job.error
     assert job.process.pid != os.getpid()
+    # during the run: where it is, the time it has taken and the time it still needs
+    assert re.fullmatch(r"Step \d+/5000 on cpu · loss [\d.]+ · batch accuracy [\d.]+ · \d+:\d\d elapsed, "
+                        r"about \d+:\d\d(:\d\d)? left", job.status()), job.status()
     job.stop()
     job.stop()  # a second press must not interrupt the run at once (the CLI's second Ctrl-C)
     assert job.wait(120)
@@ -551,7 +617,8 @@ def test_api_finetune_tiny_model_writes_a_run_and_offers_the_adapter(client, tin
     assert any((d / "summary.json").is_file() for d in runs_dir.glob("*/circulant-16-q,v-s0"))
     # the dataset is recorded by its name and digest, never by where the upload was kept
     assert summary["dataset"] == {"name": "topics.csv", "sha256": hashlib.sha256(Path(tiny[1]).read_bytes()).hexdigest()}
-    assert summary["config"]["dataset"] == "topics.csv"
+    assert summary["config"]["dataset"] == "topics.csv" and summary["config"]["model"] == "model"
+    assert str(Path(tiny[0]).parent) not in json.dumps(summary)  # no server path, of the model or the data
     assert "Done (completed): Step 6/6 on cpu" in status
     trace_steps = json.loads(live["plot"])["data"][0]["x"]
     assert trace_steps[-1] == 6

@@ -155,3 +155,48 @@ def test_bench_finetune_times_a_training_step_per_family(capsys, monkeypatch):
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert list(rows) == ["lora-r8", "ldr-r2"] and rows["lora-r8"][3] == "1.000"
     assert int(rows["lora-r8"][1]) == 75653  # 12 × 2 adapters of 2·8·384, and the 1,925 head
+
+
+def test_search_vs_grid_counts_the_trial_steps_until_each_level_of_the_grid_front_is_found():
+    from optuna.trial import TrialState
+
+    from benchmarks import search_vs_grid
+
+    runs = [{"method": m, "label": label, "lr": 0.01, "seed": seed, "trainable_params": p, "acc": acc + 0.01 * seed}
+            for m, label, p, acc in [("head-only", "", 100, 0.80), ("circulant", "budget=8", 200, 0.90),
+                                     ("lowrank", "r=1", 300, 0.85), ("monarch", "budget=16", 400, 0.95)]
+            for seed in (0, 1)]  # means 0.805, 0.905, 0.855, 0.955; 8 runs of 10 steps
+    assert [p for p, _ in search_vs_grid.levels(search_vs_grid.grid_rows(runs))] == [100, 200, 400]  # 300 adds nothing
+
+    def trial(number, state, params, acc, steps):
+        config = {"method": "circulant", "budget": 8, "hparams": None, "lr": 0.02}
+        return SimpleNamespace(number=number, state=state, value=acc, user_attrs={
+            "trainable_params": params, "steps": steps, "config": config})
+
+    trials = [trial(0, TrialState.COMPLETE, 200, 0.902, 10), trial(1, TrialState.PRUNED, 150, 0.5, 4),
+              trial(2, TrialState.COMPLETE, 100, 0.801, 10), trial(3, TrialState.COMPLETE, 400, 0.94, 10)]
+    lines = search_vs_grid.report(trials, runs, grid_steps=10, tolerance=0.005)
+    assert lines[0] == "grid: 8 runs × 10 steps = 80 trial-steps; search: 4 trials (1 pruned), 34 trial-steps = 0.42 of the grid's"
+    assert lines[4:7] == [
+        "| 100 | head-only (lr 0.01) 0.8050 | trial 2: circulant budget=8 lr=0.02, 100 params | 0.8010 | 24 | 0.30 |",
+        "| 200 | circulant budget=8 (lr 0.01) 0.9050 | trial 0: circulant budget=8 lr=0.02, 200 params | 0.9020 | 10 | 0.12 |",
+        "| 400 | monarch budget=16 (lr 0.01) 0.9550 | not found | | | |"]
+    assert lines[-1] == "2 of the grid's 3 front levels found in 34 trial-steps (0.42 of the grid's 80)"
+    trials.append(trial(4, TrialState.COMPLETE, 350, 0.951, 10))
+    assert search_vs_grid.report(trials, runs, 10, 0.005)[-1] == (
+        "every level of the grid's front found after 44 trial-steps: 0.55 of the grid's 80")
+
+
+def test_bad_inputs_tells_a_clear_refusal_from_a_crash_a_vague_message_and_an_acceptance(tmp_path, capsys):
+    from benchmarks.bad_inputs import cli, judged, print_table
+    from surm_core.finetune import check_seed
+
+    rows = [judged("library", "seed -1", lambda: check_seed(-1), "seed"),
+            judged("CLI", "--seed -1", lambda: cli(["--seed", "-1", "--out", str(tmp_path)]), "seed"),
+            judged("library", "a crash", lambda: {}["budget"], "budget"),
+            judged("library", "a vague message", lambda: check_seed(-1), "budget"),
+            judged("library", "accepted", lambda: 1, "budget")]
+    assert [(r["outcome"], r["clear"]) for r in rows] == [
+        ("refused", True), ("refused", True), ("crashed", False), ("refused", False), ("accepted", False)]
+    print_table(rows)
+    assert "5 bad inputs tried: 2 clear, 3 unclear (library 1/4, CLI 1/1)" in capsys.readouterr().out

@@ -55,10 +55,14 @@ def page(url):
         browser.close()
 
 
+def close_messages(page) -> None:
+    """Close the messages shown now; one that closes itself meanwhile is not waited for."""
+    page.locator("[data-testid=toast-close]").evaluate_all("buttons => buttons.forEach(b => b.click())")
+
+
 def screenshot(page, name: str, docs: bool = True) -> None:
     """A full-page screenshot in test-artifacts/; with UPDATE_SCREENSHOTS=1 and ``docs`` also the README's."""
-    for close in page.locator("[data-testid=toast-close]").all():  # messages already checked
-        close.click()
+    close_messages(page)  # messages already checked
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
@@ -140,7 +144,8 @@ def test_a_live_finetune_its_runs_and_the_try_box(page, tmp_path):
     # Fine-tune a tiny model on a tiny CSV: one short run to the end, then one stopped while its
     # live plot grows; a second Start meanwhile gets an answer. Both land in the runs table and
     # the Pareto view (the stopped one evaluated what it reached).
-    page.get_by_role("tab", name="Fine-tune").click()
+    # opened by its address: a click on the tab could race the page's own switch to the address's tab
+    page.goto(page.url.split("?")[0] + "?tab=finetune")
     page.locator("#model textarea, #model input").first.fill(tiny_model(tmp_path / "model"))
     page.locator("#model textarea, #model input").first.press("Tab")
     page.locator("#dataset input[type=file]").set_input_files(tiny_csv(tmp_path / "topics.csv"))
@@ -155,15 +160,16 @@ def test_a_live_finetune_its_runs_and_the_try_box(page, tmp_path):
     choose(page, "method", "lowrank (LoRA)")
     page.locator("#lora_r input").fill("2")
     page.locator("#steps input").fill("5000")
-    page.locator("#run_name textarea, #run_name input").first.fill("lora-stopped")
+    # a long name: the runs table must wrap it rather than scroll sideways
+    page.locator("#run_name textarea, #run_name input").first.fill("lora-stopped-under-a-long-name-that-must-wrap-in-the-table")
     page.get_by_role("button", name="Start").click()
     page.wait_for_function("() => { const s = document.querySelector('#status').innerText; "
-                           "return s.includes('Step') && !s.includes('Done'); }", timeout=RUN_TIMEOUT_MS)
+                           "return s.includes('Step') && s.includes('elapsed') && !s.includes('Done'); }",
+                           timeout=RUN_TIMEOUT_MS)
     wait_plot(page, "live", "!p.layout.title.text.includes('done') && p.data.length > 0 && p.data[0].x.length >= 2")
     page.get_by_role("button", name="Start").click()
     page.get_by_text("one at a time per page").first.wait_for()
-    for close in page.locator("[data-testid=toast-close]").all():
-        close.click()
+    close_messages(page)
     seen = page.evaluate(f"{plot('live')}.data[0].x.length")
     wait_plot(page, "live", "p.data[0].x.length > arg", seen)
     page.get_by_role("button", name="Stop").click()
@@ -178,3 +184,9 @@ def test_a_live_finetune_its_runs_and_the_try_box(page, tmp_path):
     page.locator("#try_text textarea").press("Enter")
     page.locator("#try_label").get_by_text(re.compile("^(sports|business)$")).first.wait_for()
     screenshot(page, "finetune")
+
+    # the runs table fits a 1280-pixel page: every column shown, none scrolled out of sight
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.wait_for_function("() => { const v = document.querySelector('#runs .virtual-table-viewport'); "
+                           "return v && v.clientWidth > 0 && v.scrollWidth <= v.clientWidth "
+                           "&& document.documentElement.scrollWidth <= window.innerWidth; }")

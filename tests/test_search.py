@@ -152,7 +152,13 @@ def test_a_six_trial_search_completes_with_a_non_dominated_front(tiny, tmp_path,
 
 
 def test_two_worker_processes_finish_one_study_without_running_a_trial_twice(tiny, tmp_path):
-    study = run_search(tiny_search(tiny, ("circulant", "lowrank")), tmp_path / "s", trials=4, workers=2)
+    # on a journal file: what workers on several machines share on a shared disk (the killed-search
+    # test below covers the default, an SQLite database)
+    journal = tmp_path / "shared" / "study.journal"
+    journal.parent.mkdir()
+    study = run_search(tiny_search(tiny, ("circulant", "lowrank")), tmp_path / "s", trials=4, workers=2,
+                       storage=str(journal))
+    assert isinstance(study._storage, optuna.storages.JournalStorage) and not (tmp_path / "s" / "study.db").exists()
     trials = finished(study)
     assert len(trials) in (4, 5)  # two workers may both start the last trial at the same moment
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials ...
@@ -236,6 +242,32 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(tiny, tm
     assert first.user_attrs["failure"].startswith(("non-finite loss at step", "diverged at step"))
     assert second.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert f"failed: {first.user_attrs['failure']}" in capsys.readouterr().out
+
+
+def test_a_pruned_trial_stops_early_and_its_saved_steps_are_counted(tiny, tmp_path, capsys):
+    search = tiny_search(tiny, ("circulant",))
+    out = tmp_path / "s"
+    study = study_module.open_study(search, study_module.open_storage(None, out), "s", resume=False)
+    for _ in range(4):  # four finished trials, smaller and perfect at every evaluation: a new one is below their median
+        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={2: 1.0, 4: 1.0},
+                                                  user_attrs={"trainable_params": 1, "steps": 6, "config": {"method": "fake"}}))
+    study = run_search(search, out, trials=5, resume=True, on_trial=study_module.print_trial)
+    trial = study.trials[4]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["steps"] == 2 and list(trial.intermediate_values) == [2]
+    assert study_module.steps_saved(study) == (4 * 6 + 2, 4)  # 6 steps per trial, pruned after 2
+    assert "pruned at step 2" in capsys.readouterr().out.splitlines()[-1]
+    assert json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())["steps_done"] == 2
+
+
+def test_best_is_the_most_accurate_trial_under_the_parameter_cap():
+    study = optuna.create_study(direction="maximize")
+    for params, acc in [(100, 0.80), (300, 0.90), (300, 0.85), (1000, 0.95), (2000, 0.93)]:
+        study.add_trial(optuna.trial.create_trial(value=acc, user_attrs={"trainable_params": params}))
+    pick = lambda cap: (best(study, cap).user_attrs["trainable_params"], best(study, cap).value)  # noqa: E731
+    assert [(t.user_attrs["trainable_params"], t.value) for t in front(study)] == [(100, 0.80), (300, 0.90), (1000, 0.95)]
+    assert pick(None) == pick(5000) == (1000, 0.95)
+    assert pick(999) == (300, 0.90) and pick(100) == (100, 0.80)
+    assert best(study, 99) is None
 
 
 def test_the_exported_json_trains_through_the_finetune_cli(tiny, tmp_path, capsys):
@@ -338,6 +370,61 @@ def test_the_search_tab_waits_for_the_device_runs_apart_and_fills_the_finetune_t
             assert fields["budget"] == config["budget"]
     with pytest.raises(ValueError, match="this search has no started trial 7"):
         session.finetune_fields(job.study(), 7)
+    # a best.json (of this search or of a command-line one) fills the tab the same way
+    best_json = job.out / "best.json"
+    fields, note = session.config_file_fields(best_json)
+    top = json.loads(best_json.read_text())
+    assert fields == session.finetune_fields(job.study(), next(t["number"] for t in trials if t["lr"] == top["lr"]))[0]
+    assert note.startswith(f"Filled from best.json ({top['method']}, lr=")
+    (tmp_path / "bad.json").write_text('{"method": "circulant", "budget": 64, "lr": 0.01, "stepz": 3}')
+    with pytest.raises(ValueError, match="stepz"):
+        session.config_file_fields(tmp_path / "bad.json")
+
+
+def test_the_trials_table_says_how_each_trial_ended():
+    from surm_core import session
+
+    study = optuna.create_study(direction="maximize")
+    config = {"method": "monarch", "budget": None, "hparams": {"nblocks": 4, "blk_r": 2}, "lr": 0.0123,
+              "target_modules": "attention-qv", "steps": 6}
+    for state, value, steps, attrs in [(TrialState.COMPLETE, 0.9, {2: 0.5, 4: 0.8}, {"steps": 6}),
+                                       (TrialState.PRUNED, None, {2: 0.3}, {"steps": 2}),
+                                       (TrialState.FAIL, None, {}, {"steps": 3, "failure": "non-finite loss at step 3"}),
+                                       (TrialState.FAIL, None, {2: 0.6}, {"steps": 3, "interrupted": True}),
+                                       (TrialState.RUNNING, None, {2: 0.7}, {})]:
+        study.add_trial(optuna.trial.create_trial(state=state, value=value, intermediate_values=steps,
+                                                  user_attrs={"config": config, "trainable_params": 500, **attrs}))
+    assert session.trial_rows(session.trial_dicts(study)) == [
+        [4, "running", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.7, ""],
+        [3, "stopped", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.6, "stopped; run again on resume"],
+        [2, "failed", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, "", "non-finite loss at step 3"],
+        [1, "pruned", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.3, "at step 2 of 6"],
+        [0, "complete", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.9, ""]]
+
+
+def test_the_front_figure_fades_pruned_and_running_trials():
+    trials = [{"number": n, "state": state, "method": method, "label": "", "trainable_params": params, "accuracy": acc}
+              for n, (state, method, params, acc) in enumerate([
+                  ("complete", "lowrank", 100, 0.7), ("pruned", "lowrank", 50, 0.4), ("complete", "monarch", 200, 0.9),
+                  ("running", "monarch", 80, 0.5), ("complete", "monarch", 300, 0.8), ("failed", "monarch", 90, None)])]
+    fig = visualize.search_front(trials)
+    lowrank, monarch, line = fig.data
+    assert list(lowrank.x) == [100, 50] and list(lowrank.marker.opacity) == [1.0, 0.25]
+    assert list(monarch.x) == [200, 80, 300] and list(monarch.marker.opacity) == [1.0, 0.45, 1.0]  # the failed one is not drawn
+    assert line.name == "Pareto front" and list(line.x) == [100, 200] and list(line.y) == [0.7, 0.9]
+
+
+def test_the_tab_reads_a_search_database_only_once_its_process_wrote_it(tiny, tmp_path):
+    from surm_core import session
+
+    search, out = tiny_search(tiny), tmp_path / "s"
+    out.mkdir()
+    job = session.SearchJob(out, search, 3)  # not started: its process is played here
+    (out / "study.db").touch()  # the process has opened its database, not yet written its tables
+    assert job.study() is None and job.trials() == []
+    assert (out / "study.db").stat().st_size == 0  # the page wrote nothing (it would race the process)
+    study_module.open_study(search, study_module.open_storage(None, out), "s", resume=False)
+    assert job.study() is not None and job.trials() == []
 
 
 @pytest.mark.parametrize("change,message", [

@@ -18,6 +18,9 @@ PLACEHOLDERS = {"text-classification": "all-MiniLM-L6-v2 (packaged)",
                 "causal-lm": "a causal LM, e.g. gpt2 or Qwen/Qwen2.5-0.5B"}
 PRIVATE = ("Your runs are private to this browser: another visitor can neither list nor download them. "
            "To open them from another browser, copy this workspace key there; anyone with the key sees them.")
+#: The runs table's columns (session.RUN_COLUMNS) as shares of its width: it fits the page and
+#: wraps long names and statuses, rather than sizing columns by content and scrolling sideways.
+RUN_COLUMN_WIDTHS = ["19%", "9%", "16%", "9%", "7%", "7%", "6%", "7%", "10%", "10%"]
 SHARED = ("**Shared runs:** this server shows every run to everyone who opens it: they can list, download, "
           "try and delete all of them.")
 
@@ -296,7 +299,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     with gr.Row():
         query = gr.Textbox("", label="filter runs", placeholder="e.g. circulant stopped", elem_id="filter", scale=3)
     runs_table = gr.Dataframe(headers=session.RUN_COLUMNS, label="runs", elem_id="runs", wrap=True,
-                              interactive=False)
+                              column_widths=RUN_COLUMN_WIDTHS, interactive=False)
     runs_note = gr.Markdown(elem_id="runs_note")
     with gr.Row():
         bars = gr.Plot(label="trainable parameters", elem_id="bars")
@@ -377,8 +380,9 @@ def built_in_choices(task: str) -> tuple[list, str]:
 
 
 def public_summary(run: dict) -> dict:
-    """A run's summary as the page shows it: named by the run, its dataset by name and SHA-256,
-    without server paths."""
+    """A run's summary as the page shows it: named by the run, its dataset by name and SHA-256, its
+    model as people name it, without server paths."""
     summary = {k: v for k, v in run.items() if k not in ("name", "dir", "run_dir")}
-    summary["config"] = {**run["config"], "dataset": run["dataset"]["name"], "out_dir": None}
+    summary["config"] = {**run["config"], "model": session.model_label(run["config"].get("model")),
+                         "dataset": run["dataset"]["name"], "out_dir": None}
     return {"run": run["name"], **summary}

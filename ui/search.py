@@ -16,9 +16,10 @@ from .errors import visible_errors
 REFRESH_S = 2.0
 FAMILIES = [value for _, value in session.METHODS if value != "full"]
 #: The Fine-tune tab's fields that "train this one" fills, by their elem_id, as finetune_fields names them.
-FINETUNE_FIELDS = {"model": "model", "task": "task", "built_in": "built_in", "dataset": "dataset", "method": "method", "budget": "ft_budget", "rank": "lora_r",
+FINETUNE_FIELDS = {"model": "model", "task": "task", "built_in": "built_in", "dataset": "dataset", "method": "method",
+                   "budget": "ft_budget", "rank": "lora_r",
                    "alpha": "lora_alpha", "targets": "targets", "custom_targets": "custom_targets", "steps": "steps",
-                   "batch_size": "batch_size", "lr": "lr", "max_length": "max_length", "seed": "ft_seed",
+                   "batch_size": "batch_size", "lr": "lr", "warmup": "warmup", "max_length": "max_length", "seed": "ft_seed",
                    "eval_every": "eval_every", "eval_size": "eval_size"}
 
 
@@ -77,7 +78,14 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         study = job.study() if job is not None else None
         if study is None or number in (None, ""):
             raise ValueError("start a search and choose one of its trials first")
-        fields, note = session.finetune_fields(study, int(number))
+        return fill_finetune(*session.finetune_fields(study, int(number)))
+
+    @visible_errors
+    def train_file(path):
+        """Fill the Fine-tune tab from a configuration file (a search's best.json) and open it."""
+        return fill_finetune(*session.config_file_fields(path))
+
+    def fill_finetune(fields: dict, note: str):
         gr.Info(note)
         values = [fields.get(name, gr.skip()) for name in FINETUNE_FIELDS]
         return (*values, gr.Tabs(selected="finetune"), note)
@@ -89,9 +97,9 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
                 gr.File(file_types=session.UPLOAD_TYPES[task]))
 
     # -- layout ----------------------------------------------------------------------------------
-    gr.Markdown("Short fine-tuning trials sampled by Optuna over family, budget per layer and learning rate; "
-                "a trial that the trials no larger than it already beat is stopped early (pruned). The objective is "
-                "the eval accuracy (a causal LM's: the eval loss, lower is better). One search or "
+    gr.Markdown("Short fine-tuning trials sampled by Optuna over family, budget per layer and learning rate; a trial "
+                "below the median of the finished trials no larger than it is stopped early (pruned). The objective "
+                "is the eval accuracy (a causal LM's: the eval loss, lower is better). One search or "
                 f"fine-tune at a time on **{session.device_name()}**; others wait in line.")
     with gr.Row():
         with gr.Column():
@@ -125,10 +133,12 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
     with gr.Row():
         with gr.Column(scale=3):
             table = gr.Dataframe(headers=session.TRIAL_COLUMNS, label="trials (newest first)", elem_id="search_table",
-                                 wrap=True, interactive=False, max_height=420)
+                                 wrap=True, interactive=False, max_height=420,
+                                 column_widths=["5%", "12%", "14%", "19%", "11%", "10%", "12%", "17%"])
             with gr.Row():
-                picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=2)
+                picked = gr.Dropdown([], label="trial", elem_id="search_pick", scale=1)
                 train_btn = gr.Button("Train this one", elem_id="search_train", scale=1)
+                load_btn = gr.UploadButton("Train from a JSON file…", file_types=[".json"], elem_id="search_load", scale=1)
             note = gr.Markdown(elem_id="search_note")
         front = gr.Plot(label="Pareto view", elem_id="search_front", scale=2)
 
@@ -141,3 +151,4 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
     task.change(show_task, [task, built_in], [built_in, dataset], api_visibility="private")
     model.blur(session.typed_model_task, [model, task], task, api_visibility="private")
     train_btn.click(train_this_one, picked, [*finetune_fields, tabs, note], api_name="search_train")
+    load_btn.upload(train_file, load_btn, [*finetune_fields, tabs, note], api_name="search_load")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .style import GRID_LINE, color, empty_figure, figure
+from .style import GRID_LINE, color, empty_figure, figure, title_margin
 
 #: How visible each state's points are: pruned and running trials are not results yet.
 OPACITY = {"complete": 1.0, "running": 0.45, "pruned": 0.25}
@@ -31,9 +31,11 @@ def search_front(trials, objective: str = "accuracy") -> go.Figure:
     shown = [t for t in trials if t["state"] in OPACITY and t.get("value") is not None and t.get("trainable_params")]
     if not shown:
         return empty_figure(f"{what} vs trainable parameters", "No trial has been evaluated yet.")
-    fig = figure(f"{what} vs trainable parameters (faded: pruned or still running)",
-                 xaxis=dict(type="log", title="trainable parameters"),
-                 yaxis=dict(title="eval accuracy (higher is better)" if sign > 0 else "eval loss (lower is better)"))
+    title = f"{what} vs trainable parameters<br><sub>faded: pruned (where it stopped) or still running</sub>"
+    # the legend below the plot: beside it, it would take a fifth of the narrow column
+    fig = figure(title, xaxis=dict(type="log", title="trainable parameters"),
+                 yaxis=dict(title="eval accuracy (higher is better)" if sign > 0 else "eval loss (lower is better)"),
+                 legend=dict(orientation="h", yanchor="top", y=-0.22), margin=dict(**title_margin(title), b=100))
     for method in dict.fromkeys(t["method"] for t in shown):
         mine = [t for t in shown if t["method"] == method]
         fig.add_trace(go.Scatter(

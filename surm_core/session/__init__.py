@@ -20,8 +20,8 @@ from .finetune import (METHODS, MODEL_HINTS, PLAN_COLUMNS, TARGETS, TASK_CHOICES
                        built_in_datasets, check_dataset, check_run_name, default_run_name, device_name, finetune_config,
                        plan, typed_model_task)
 from .jobs import FinetuneJob, Finetunes, estimate, estimate_line, new_run, resumed_run
-from .search import (LOSS_TRIAL_COLUMNS, TRIAL_COLUMNS, Searches, SearchJob, finetune_fields, front_line, objective,
-                     search_dir, search_settings, trial_columns, trial_dicts, trial_rows)
+from .search import (LOSS_TRIAL_COLUMNS, TRIAL_COLUMNS, Searches, SearchJob, config_file_fields, finetune_fields,
+                     front_line, objective, search_dir, search_settings, trial_columns, trial_dicts, trial_rows)
 from .runs import (CAUSAL_COLUMNS, MAX_NEW_TOKENS, RUN_COLUMNS, classify, classify_image, columns, comparable, delete_run,
                    evaluated, filter_runs, find_run, generate, load_runs, model_label, new_run_dir, new_workspace_key,
                    package_run, reference_params, run_task, runs_rows, runs_view, snippet, workspace_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..finetune import images
 from ..finetune.engine import describe as describe_device
 from ..finetune.engine import pick_device
 from ..finetune.prepare import dataset_labels, file_stamp
-from ..models import DEFAULT_MODEL, TASKS, infer_task
+from ..models import DEFAULT_MODEL, TASKS, check_name, infer_task
 
 #: Methods offered, as (label, value): the families an adapter can use, then the two baselines.
 #: Dense is left out: as an adapter it is full fine-tuning of the targeted layers.
@@ -156,12 +157,12 @@ def finetune_config(model: str | None, dataset: str | None, method: str, budget=
     else:
         size, hparams, target_modules = check_size("budget", budget), None, parse_targets(targets, custom_targets)
     task = check_task(task)
-    model = (model or "").strip()
-    if not model and task in MODEL_HINTS:
+    if not (model and str(model).strip()) and task in MODEL_HINTS:
         raise ValueError(f"{task} needs {MODEL_HINTS[task]}: type it in the model field (the packaged MiniLM is a "
                          "text model)")
-    model = model or DEFAULT_MODEL
-    if Path(model).expanduser().is_dir():  # the training process runs in the run directory
+    model = check_name(model if model and str(model).strip() else DEFAULT_MODEL).strip()
+    # os.path.isdir: Path.is_dir raises on a name too long for the file system
+    if os.path.isdir(Path(model).expanduser()):  # the training process runs in the run directory
         model = str(Path(model).expanduser().resolve())
     if not isinstance(chat_template, bool):
         raise ValueError(f"chat template must be true or false, got {chat_template!r}")
@@ -310,6 +311,9 @@ def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
         labels()
         return {"name": config.dataset}
     upload = Path(config.dataset)
+    if not upload.is_file():  # the page stayed open longer than the server keeps uploads
+        raise ValueError(f"the uploaded dataset {upload.name!r} is no longer on this server (uploads are deleted "
+                         "after some hours): upload it again")
     size_mb = upload.stat().st_size / 2**20
     if size_mb > limits.max_upload_mb:
         raise ValueError(f"the dataset is {size_mb:.1f} MB, more than this server accepts "

@@ -8,11 +8,13 @@ read live from the study's database; and a trial's settings for the Fine-tune ta
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..finetune import FinetuneConfig, preview
+from ..finetune import FinetuneConfig, load_config, preview
 from ..search import Search, SearchSpace
 from ..search.study import counted, describe, describe_model, goodness, objective_name, size_label, steps_saved
 from .device import DEVICE, DeviceLine
@@ -31,7 +33,7 @@ from .runs import SHARED
 
 log = logging.getLogger(__name__)
 
-TRIAL_COLUMNS = ["trial", "state", "method", "size", "lr", "trainable params", "accuracy", "steps", "note"]
+TRIAL_COLUMNS = ["#", "state", "method", "size", "lr", "params", "accuracy", "note"]
 #: The trials table of a causal-LM search: its objective is the eval loss.
 LOSS_TRIAL_COLUMNS = [*TRIAL_COLUMNS[:6], "eval loss", *TRIAL_COLUMNS[7:]]
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
@@ -180,9 +182,11 @@ class SearchJob:
     def study(self):
         """The search's Optuna study, once its process has created it (else None)."""
         if self._storage is None:
-            if not (self.out / "study.db").exists():
+            if not schema_written(self.out / "study.db"):
                 return None
-            self._storage = optuna.storages.RDBStorage(f"sqlite:///{self.out / 'study.db'}")
+            # wait out the search process's writes as its own connections do (study.open_storage)
+            self._storage = optuna.storages.RDBStorage(f"sqlite:///{self.out / 'study.db'}", skip_table_creation=True,
+                                                       engine_kwargs={"connect_args": {"timeout": 60}})
         try:
             return optuna.load_study(study_name=self.out.resolve().name, storage=self._storage)
         except KeyError:  # the database exists, the study not yet
@@ -213,6 +217,19 @@ class SearchJob:
         return f"{text} · " + ("a trial is running" if running else "finishing" if done >= self.n_trials else "starting a trial")
 
 
+def schema_written(db: Path) -> bool:
+    """Whether the search process has written the tables of its database ``db`` (the version row
+    comes last): opening an Optuna storage on it before would write them too, racing the process
+    (an IntegrityError on ``alembic_version`` when the machine is busy)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as connection:
+            return connection.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:  # no such table yet, or locked for longer than the timeout
+        return False
+
+
 def trial_dicts(study) -> list[dict]:
     """Every trial of ``study`` as the page shows it (and :func:`visualize.search_front` draws it);
     ``value`` is the objective: the accuracy, or a causal LM's eval loss (see :func:`objective`)."""
@@ -222,21 +239,20 @@ def trial_dicts(study) -> list[dict]:
         if state == "failed" and t.user_attrs.get("interrupted"):
             state = "stopped"
         last = t.intermediate_values[t.last_step] if t.last_step is not None else None
-        note = {"pruned": f"pruned at step {t.user_attrs.get('steps')}", "failed": t.user_attrs.get("failure", ""),
-                "stopped": "stopped; run again on resume"}.get(state, "")
         config = t.user_attrs.get("config") or {}
+        note = {"pruned": f"at step {t.user_attrs.get('steps')} of {config.get('steps')}",
+                "failed": t.user_attrs.get("failure", ""), "stopped": "stopped; run again on resume"}.get(state, "")
         rows.append({"number": t.number, "state": state, "method": config.get("method", ""), "size": size_label(config),
                      "lr": config.get("lr"), "label": describe(t), "trainable_params": t.user_attrs.get("trainable_params"),
-                     "value": t.value if state == "complete" else last, "steps": t.user_attrs.get("steps"),
-                     "note": note})
+                     "value": t.value if state == "complete" else last, "note": note})
     return rows
 
 
 def trial_rows(trials: list[dict]) -> list[list]:
     """The live table: one row of :data:`TRIAL_COLUMNS` per trial, the newest first."""
     return [[t["number"], t["state"], t["method"], t["size"], "" if t["lr"] is None else f"{t['lr']:.3g}",
-             t["trainable_params"] or "", "" if t["value"] is None else round(t["value"], 4),
-             "" if t["steps"] is None else t["steps"], t["note"]] for t in reversed(trials)]
+             t["trainable_params"] or "", "" if t["value"] is None else round(t["value"], 4), t["note"]]
+            for t in reversed(trials)]
 
 
 def objective(study) -> str:
@@ -249,21 +265,34 @@ def trial_columns(study) -> list[str]:
 
 
 def finetune_fields(study, number: int) -> tuple[dict, str]:
-    """The Fine-tune tab's field values that train trial ``number`` again, and a note. LoRA goes
-    by rank and alpha, the other families by the budget per layer; a Monarch or LDR trial whose
-    ``nblocks``/``r`` the tab cannot set gets the budget its hyperparameters use, which the tab
-    fits with ``from_budget`` (the note says so; ``best.json`` and the command line keep them)."""
+    """The Fine-tune tab's field values that train trial ``number`` again, and a note (see
+    :func:`config_fields`)."""
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number and "config" in t.user_attrs), None)
     if trial is None:
         raise ValueError(f"this search has no started trial {number}")
-    c = trial.user_attrs["config"]
+    return config_fields(trial.user_attrs["config"], f"trial {number} ({describe(trial)})")
+
+
+def config_file_fields(path) -> tuple[dict, str]:
+    """The Fine-tune tab's field values for a configuration file (a search's ``best.json``, an
+    exported trial, a run's ``config.json``), checked as ``--config`` checks it, and a note."""
+    config = load_config(path)
+    return config_fields(config.to_dict(), f"{Path(path).name} ({config.method}, lr={config.lr:.3g})")
+
+
+def config_fields(c: dict, source: str) -> tuple[dict, str]:
+    """The Fine-tune tab's field values for the config fields ``c``, and a note naming ``source``.
+    LoRA goes by rank and alpha, the other families by the budget per layer; a Monarch or LDR
+    configuration whose ``nblocks``/``r`` the tab cannot set gets the budget its hyperparameters
+    use, which the tab fits with ``from_budget`` (the note says so; the JSON file and the command
+    line keep them)."""
     upload = c["dataset"] not in BUILT_IN
     fields = {"model": c["model"], "task": c.get("task") or "text-classification",
               "dataset": c["dataset"] if upload else None, "built_in": None if upload else c["dataset"],
               "method": c["method"],
-              "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"], "max_length": c["max_length"],
-              "seed": c["seed"], "eval_every": c["eval_every"], "eval_size": "all" if c["eval_size"] is None else str(c["eval_size"])}
-    note = f"Filled from trial {number} ({describe(trial)})."
+              "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"], "warmup": c["warmup_ratio"],
+              "max_length": c["max_length"], "seed": c["seed"], "eval_every": c["eval_every"], "eval_size": "all" if c["eval_size"] is None else str(c["eval_size"])}
+    note = f"Filled from {source}."
     targets = c.get("target_modules")
     fields["targets"], fields["custom_targets"] = (targets or "attention-qv", "") if not isinstance(targets, list) else ("custom", ", ".join(targets))
     if c["method"] == "lowrank":
@@ -275,8 +304,8 @@ def finetune_fields(study, number: int) -> tuple[dict, str]:
         layers = preview(FinetuneConfig.from_dict(c))["layers"]
         fields["budget"] = max(layer["params"] for layer in layers)
         note += (f" The Fine-tune tab sizes {c['method']} by its budget per layer ({fields['budget']:,}), which may pick "
-                 f"other {', '.join(c['hparams'])} than the trial's {json.dumps(c['hparams'])}; "
-                 "python -m surm_core.finetune --config with the trial's exported JSON keeps them.")
+                 f"other {', '.join(c['hparams'])} than {json.dumps(c['hparams'])}; "
+                 "python -m surm_core.finetune --config with the exported JSON keeps them.")
     return fields, note
 
 
