@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 RUN_COLUMNS = ["run", "method", "status", "trainable params", "eval acc", "best acc", "steps", "time (s)",
                "model", "dataset"]
 #: The runs table of causal-LM runs: their metrics instead of accuracy (exact match when the
-#: completions are short labels).
-CAUSAL_COLUMNS = ["run", "method", "status", "trainable params", "eval loss", "perplexity", "exact match", "steps",
-                  "time (s)", "model", "dataset"]
+#: completions are short labels; the perplexity, exp(eval loss), is in the summary and the plot).
+CAUSAL_COLUMNS = ["run", "method", "status", "trainable params", "eval loss", "exact match", "steps", "time (s)",
+                  "model", "dataset"]
 #: A finished run's summary needs these to be shown (a summary missing any is skipped with a note).
 SUMMARY_KEYS = ("trainable_params", "final_eval_acc", "steps_done", "stopped_reason", "labels", "config")
 #: What a download holds: the weights, the engine's records and the app's.
@@ -157,8 +157,7 @@ def runs_rows(runs: list[dict]) -> list[list]:
 
     def metrics(r):
         if run_task(r) == "causal-lm":
-            return [rounded(r.get("final_eval_loss"), 4), rounded(r.get("final_perplexity"), 3),
-                    rounded(r.get("final_eval_acc"), 4)]
+            return [rounded(r.get("final_eval_loss"), 4), rounded(r.get("final_eval_acc"), 4)]
         return [rounded(r.get("final_eval_acc"), 4), rounded(r.get("best_eval_acc"), 4)]
 
     return [[
