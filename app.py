@@ -117,7 +117,8 @@ def exposure_warning(host: str, share: bool, auth, shared_runs: bool) -> str | N
     runs = ("every run's table, weights and downloads" if shared_runs
             else "the runs of each browser (kept apart by workspace keys)")
     return (f"WARNING: serving on {where} without --auth. Anyone who reaches it can fine-tune on this machine's "
-            f"CPU/GPU, upload datasets, load any model directory on this server by its path, and see {runs}. "
+            "CPU/GPU, upload datasets, load any model directory on this server by its path, train on this server's "
+            f"image files named in an uploaded CSV/JSONL, and see {runs}. "
             "Add --auth USER:PASSWORD (or SURM_AUTH).")
 
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _model_types(kind: str):
-    """The model types transformers has an image-classification / causal-LM head for.
+    """The model types transformers has an image-classification / causal-LM / sequence-classification head for.
 
     The image and causal-LM parts of transformers are imported where they are used, not at the top:
     they pull in ``accelerate`` (through ``modeling_utils``), which ``import surm_core`` must not
@@ -32,7 +32,8 @@ def _model_types(kind: str):
     from transformers.models.auto import modeling_auto
 
     return {"image": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
-            "causal": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES}[kind]
+            "causal": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            "text": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES}[kind]
 
 
 def load_model(name_or_path=None, num_labels: int = 2):
@@ -48,6 +49,12 @@ def load_model(name_or_path=None, num_labels: int = 2):
     """
     name, source, options = resolve(name_or_path)
     num_labels = check_num_labels(num_labels)
+    config = model_config(name_or_path)
+    if config.model_type in _model_types("image") and config.model_type not in _model_types("text"):
+        raise ValueError(
+            f"model {name!r} is not a text model: it is {describe_model(config)}, for {task_of(config)}; "
+            "text classification needs a text model such as BERT, MiniLM or RoBERTa"
+        )
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=num_labels, use_safetensors=True, ignore_mismatched_sizes=True, **options

@@ -189,7 +189,8 @@ def test_a_terminated_server_deletes_the_uploads_and_downloads_it_served(tmp_pat
 
 def test_a_server_reachable_from_other_machines_without_auth_warns_what_is_exposed():
     warning = app.exposure_warning("0.0.0.0", share=False, auth=None, shared_runs=False)
-    for exposed in ("without --auth", "fine-tune on this machine", "upload datasets", "load any model directory"):
+    for exposed in ("without --auth", "fine-tune on this machine", "upload datasets", "load any model directory",
+                    "image files named in an uploaded CSV/JSONL"):
         assert exposed in warning
     assert "every run" in app.exposure_warning("0.0.0.0", False, None, shared_runs=True)
     assert "gradio.live" in app.exposure_warning("127.0.0.1", share=True, auth=None, shared_runs=False)
@@ -455,7 +456,8 @@ def test_reference_params_count_lora_r8_and_the_whole_model(tiny):
     full = sum(p.numel() for p in BertForSequenceClassification.from_pretrained(model_dir).parameters())
     head = 16 * 2 + 2  # the two-way classifier on the 16-wide pooled output
     lora = 2 * 8 * (16 + 16)  # rank 8 on query and value of the one layer: r·(d_in + d_out) each
-    assert session.reference_params(model_dir, 2) == {"LoRA r=8": lora + head, "full fine-tuning": full}
+    assert session.reference_params(model_dir, "text-classification", ("a", "b")) == {"LoRA r=8": lora + head,
+                                                                                     "full fine-tuning": full}
 
 
 def fake_run(workspace, name, method, params, acc, budget=None, model="m", dataset="d.csv", started="2025-01-01",

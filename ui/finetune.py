@@ -12,6 +12,10 @@ from .errors import visible_errors
 
 #: The live fine-tuning view is refreshed this often (seconds).
 REFRESH_S = 1.0
+#: The model field's placeholder per task.
+PLACEHOLDERS = {"text-classification": "all-MiniLM-L6-v2 (packaged)",
+                "image-classification": "a vision model, e.g. google/vit-base-patch16-224-in21k",
+                "causal-lm": "a causal LM, e.g. gpt2 or Qwen/Qwen2.5-0.5B"}
 PRIVATE = ("Your runs are private to this browser: another visitor can neither list nor download them. "
            "To open them from another browser, copy this workspace key there; anyone with the key sees them.")
 #: The runs table's columns (session.RUN_COLUMNS) as shares of its width: it fits the page and
@@ -42,52 +46,56 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     def my_runs(request: gr.Request) -> list[dict]:
         return session.load_runs(workspace(request), finetunes.active())[0]
 
-    def views(request: gr.Request, query: str = "", selected: str | None = None):
-        """The runs table (filtered by ``query``), its notes, the parameter and Pareto charts of the
-        runs comparable with the ``selected`` run (else the latest), and the run picker."""
-        view = session.runs_view(workspace(request), finetunes.active(), query, selected)
-        return (view.rows, "\n".join(f"- {n}" for n in view.notes),
-                visualize.parameter_bars(view.charted, view.references), visualize.pareto(view.charted),
+    def views(request: gr.Request, query: str = "", selected: str | None = None, task: str = "text-classification"):
+        """The runs of ``task``: their table (filtered by ``query``), its notes, the parameter and
+        Pareto charts of the runs comparable with the ``selected`` run (else the latest), and the
+        run picker."""
+        view = session.runs_view(workspace(request), finetunes.active(), query, selected, task)
+        return ({"headers": view.columns, "data": view.rows}, "\n".join(f"- {n}" for n in view.notes),
+                visualize.parameter_bars(view.charted, view.references), visualize.pareto(view.charted, task),
                 gr.Dropdown(choices=view.names, value=selected if selected in view.names else None))
 
     def watch(job: session.FinetuneJob, request: gr.Request, query: str):
         """Stream ``job`` to the page until it ends; the last update brings its summary, download and
-        the runs views. A closed page stops it (it keeps what it reached)."""
+        the runs views (of the run's task). A closed page stops it (it keeps what it reached)."""
+        task = job.config.task or "text-classification"
         try:
             while not job.wait(REFRESH_S):
-                yield (gr.skip(), progress_html(job), visualize.training_curves(job.events()),
+                yield (gr.skip(), progress_html(job), visualize.training_curves(job.events(), task),
                        *(gr.skip(),) * 7)
         finally:
             job.stop()
         if job.error is not None:  # a killed run still shows in the table, as interrupted
-            yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), *views(request, query)
+            yield gr.skip(), progress_html(job), gr.skip(), gr.skip(), gr.skip(), *views(request, query, task=task)
             if job.stopping and not job.events():
                 gr.Info("Stopped before it trained: nothing to keep.")
                 return
             raise gr.Error(f"Fine-tuning failed: {job.error}", print_exception=False)
         run = session.find_run(my_runs(request), job.name)
-        yield (public_summary(run), progress_html(job), visualize.training_curves(job.events()),
-               *downloads(run), *views(request, query, job.name))
+        yield (public_summary(run), progress_html(job), visualize.training_curves(job.events(), task),
+               *downloads(run), *views(request, query, job.name, task))
 
     def downloads(run: dict):
         """A finished run's zip and the Python that loads it; nothing for a run without weights
         (interrupted, diverged)."""
+        if run.get("stopped_reason") not in ("completed", "stopped"):
+            return None, None
         try:
             code = session.snippet(run)
-        except ValueError:
+        except ValueError:  # its weights are missing
             return None, None
         return str(session.package_run(run)), code
 
     @visible_errors
     def finetune(model, dataset_file, text_column, label_column, method, budget, steps, batch_size, lr, seed,
                  lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size, run_name,
-                 query, request: gr.Request):
+                 task, built_in, chat_template, query, request: gr.Request):
         """Fine-tune live; yields the view about once a second, the summary and download at the end."""
         config = session.finetune_config(
             model, dataset_file, method, budget, steps, batch_size, lr, seed, text_column=text_column,
             label_column=label_column, rank=lora_r, alpha=lora_alpha, targets=targets,
             custom_targets=custom_targets, max_length=max_length, warmup_ratio=warmup, eval_every=eval_every,
-            eval_size=eval_size, limits=limits)
+            eval_size=eval_size, task=task, built_in=built_in, chat_template=chat_template, limits=limits)
         job = finetunes.start(request.session_hash,
                               lambda: session.new_run(workspace(request), config, run_name, limits))
         yield from watch(job, request, query)
@@ -101,8 +109,8 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         job = finetunes.start(request.session_hash, lambda: session.resumed_run(run["dir"]))
         yield from watch(job, request, query)
 
-    def refresh(query, selected, request: gr.Request):
-        return views(request, query, selected)
+    def refresh(query, selected, task, request: gr.Request):
+        return views(request, query, selected, task)
 
     def pick_row(event: gr.SelectData):
         return event.row_value[0]
@@ -123,66 +131,97 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         run = session.find_run(my_runs(request), name)
         return *downloads(run), public_summary(run)
 
-    @visible_errors
-    def classify(name, text, request: gr.Request):
+    def picked_run(name, request: gr.Request) -> dict:
         if not name:
             raise ValueError("choose a finished run to try")
-        return session.classify(session.find_run(my_runs(request), name), text)
+        return session.find_run(my_runs(request), name)
+
+    @visible_errors
+    def classify(name, text, request: gr.Request):
+        return session.classify(picked_run(name, request), text)
 
     @visible_errors
     def predict(run: str, text: str, request: gr.Request) -> dict[str, float]:
-        """Classify ``text`` with the finished run named ``run``: ``{label: probability}``."""
+        """Classify ``text`` with the finished text-classification run named ``run``: ``{label: probability}``."""
         return classify(run, text, request)
 
     @visible_errors
+    def classify_image(name, image, request: gr.Request):
+        """``{label: probability}`` of an image by the finished image-classification run ``name``."""
+        return session.classify_image(picked_run(name, request), image)
+
+    @visible_errors
+    def generate(run: str, prompt: str, max_new_tokens: int, request: gr.Request) -> str:
+        """The greedy completion of ``prompt`` by the finished causal-LM run named ``run``, up to
+        ``max_new_tokens`` tokens."""
+        return session.generate(picked_run(run, request), prompt, max_new_tokens)
+
+    @visible_errors
     def estimate(model, dataset_file, text_column, label_column, method, budget, steps, batch_size, lr, seed,
-                 lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size):
+                 lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size,
+                 task, built_in, chat_template):
         """The run's predicted wall time, from a few steps measured on this device."""
         config = session.finetune_config(
             model, dataset_file, method, budget, steps, batch_size, lr, seed, text_column=text_column,
             label_column=label_column, rank=lora_r, alpha=lora_alpha, targets=targets,
             custom_targets=custom_targets, max_length=max_length, warmup_ratio=warmup, eval_every=eval_every,
-            eval_size=eval_size, limits=limits)
+            eval_size=eval_size, task=task, built_in=built_in, chat_template=chat_template, limits=limits)
         session.check_dataset(config, limits)
         return session.estimate_line(session.estimate(config))
 
     @visible_errors
-    def delete(name, query, request: gr.Request):
+    def delete(name, query, task, request: gr.Request):
         if not name:
             raise ValueError("choose a run to delete")
         session.delete_run(session.find_run(my_runs(request), name))
         gr.Info(f"Deleted run {name!r}.")
-        return views(request, query)
+        return views(request, query, task=task)
 
-    def on_load(stored_key, request: gr.Request):
+    def on_load(stored_key, task, request: gr.Request):
         """On page load: this browser's workspace (a new one the first time) and its runs."""
         if not shared:
             keys[request.session_hash] = stored_key or keys.get(request.session_hash) or session.new_workspace_key()
         key = keys.get(request.session_hash, "")
-        return key, key, *views(request)
+        return key, key, *views(request, task=task)
 
     @visible_errors
-    def switch_workspace(key, request: gr.Request):
+    def switch_workspace(key, task, request: gr.Request):
         """Open the workspace of ``key`` (runs made in another browser, or a named workspace)."""
         session.workspace_dir(runs_dir, key)  # checks the key
         keys[request.session_hash] = key.strip()
-        return key.strip(), key.strip(), *views(request)
+        return key.strip(), key.strip(), *views(request, task=task)
 
     def forget(request: gr.Request):
         keys.pop(request.session_hash, None)
         finetunes.forget(request.session_hash)
 
     def check_setup(model, dataset_file, text_column, label_column, method, budget, lora_r, lora_alpha, targets,
-                    custom_targets):
+                    custom_targets, task, built_in):
         """What the settings would train (layers, trainable parameters), or why they cannot start."""
         try:
             config = session.finetune_config(
                 model, dataset_file, method, budget, text_column=text_column, label_column=label_column,
-                rank=lora_r, alpha=lora_alpha, targets=targets, custom_targets=custom_targets, limits=limits)
+                rank=lora_r, alpha=lora_alpha, targets=targets, custom_targets=custom_targets, task=task,
+                built_in=built_in, limits=limits)
             line, rows = session.plan(config, limits)
         except ValueError as e:
             return f"**Cannot start:** {html.escape(str(e))}", []
         return line, rows
+
+    def show_task(task, current):
+        """What the task selector sets: the built-in datasets (the ``current`` one kept if it fits,
+        as when the Search tab fills the fields), what an upload may be, the model's hint, the
+        chat-template switch and the try box."""
+        choices, note = session.built_in_datasets(task)
+        values = [value for _, value in choices]
+        help_line = f"Upload {session.UPLOAD_HELP[task]}, or leave it empty for the built-in dataset."
+        return (gr.Dropdown(choices=choices, value=current if current in values else values[0]),
+                gr.File(file_types=session.UPLOAD_TYPES[task]),
+                help_line + (f" {note}" if note else ""),
+                gr.Textbox(placeholder=PLACEHOLDERS[task]),
+                gr.Checkbox(visible=task == "causal-lm", value=False),
+                gr.Row(visible=task == "text-classification"), gr.Row(visible=task == "image-classification"),
+                gr.Row(visible=task == "causal-lm"))
 
     def show_size_fields(method):
         lora = method == "lowrank"
@@ -203,12 +242,23 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     stored_key = gr.BrowserState(None, storage_key="surm-workspace")
     with gr.Row():
         with gr.Column():
-            model = gr.Textbox("", label="model", placeholder="all-MiniLM-L6-v2 (packaged)",
-                               info="empty: the packaged MiniLM; or a local directory or a hub id", elem_id="model")
-            dataset = gr.File(label="dataset (empty: BBC News)", file_types=[".csv", ".jsonl"], elem_id="dataset")
+            task = gr.Radio(session.TASK_CHOICES, value="text-classification", label="task", elem_id="task",
+                            info="typing a model sets it from the model's config")
+            model = gr.Textbox("", label="model", placeholder=PLACEHOLDERS["text-classification"],
+                               info="a local directory or a hub id; empty: the packaged MiniLM (text only)",
+                               elem_id="model")
+            # any value is taken (an API client names one): the session says which fit the task
+            built_in = gr.Dropdown(*built_in_choices("text-classification"), label="built-in dataset",
+                                   allow_custom_value=True, elem_id="built_in")
+            dataset = gr.File(label="or upload a dataset", file_types=session.UPLOAD_TYPES["text-classification"],
+                              elem_id="dataset", height=110)
+            dataset_help = gr.Markdown(f"Upload {session.UPLOAD_HELP['text-classification']}, or leave it empty for "
+                                       "the built-in dataset.", elem_id="dataset_help")
             with gr.Row():
                 text_column = gr.Textbox("", label="text column", placeholder="auto")
                 label_column = gr.Textbox("", label="label column", placeholder="auto")
+            chat_template = gr.Checkbox(False, label="wrap prompts in the tokenizer's chat template", visible=False,
+                                        elem_id="chat_template")
         with gr.Column():
             method = gr.Dropdown(session.METHODS, value="circulant", label="method", elem_id="method")
             ft_budget = gr.Number(384, label="budget per layer", elem_id="ft_budget",
@@ -253,7 +303,7 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     runs_note = gr.Markdown(elem_id="runs_note")
     with gr.Row():
         bars = gr.Plot(label="trainable parameters", elem_id="bars")
-        front = gr.Plot(label="accuracy vs parameters", elem_id="pareto")
+        front = gr.Plot(label="Pareto view", elem_id="pareto")
     with gr.Row():
         # any name is accepted (an API client names a run): the workspace decides what exists
         picked = gr.Dropdown([], label="run", elem_id="picked", scale=3, allow_custom_value=True)
@@ -262,40 +312,71 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     with gr.Row():
         download = gr.File(label="trained adapter (zip)", elem_id="download", scale=1)
         snippet = gr.Code(label="load the download in Python", language="python", elem_id="snippet", scale=2)
-    with gr.Row():
+    with gr.Row() as try_text_row:
         try_text = gr.Textbox(label="try the selected run", placeholder="type a sentence, then Enter",
                               elem_id="try_text", scale=2)
         try_label = gr.Label(label="prediction", elem_id="try_label", scale=1)
+    with gr.Row(visible=False) as try_image_row:
+        try_image = gr.Image(label="try the selected run: an image", type="filepath", sources=["upload"],
+                             elem_id="try_image", height=220, scale=2)
+        try_image_label = gr.Label(label="prediction", elem_id="try_image_label", scale=1)
+    with gr.Row(visible=False) as try_prompt_row:
+        with gr.Column(scale=2):
+            try_prompt = gr.Textbox(label="try the selected run: a prompt", placeholder="type a prompt, then Enter",
+                                    lines=2, elem_id="try_prompt")
+            with gr.Row():
+                max_new_tokens = gr.Number(32, label="max new tokens", minimum=1, maximum=session.MAX_NEW_TOKENS,
+                                           elem_id="max_new_tokens")
+                generate_btn = gr.Button("Generate", elem_id="generate")
+        try_completion = gr.Textbox(label="completion (greedy)", lines=4, interactive=False,
+                                    elem_id="try_completion", scale=1)
     with gr.Accordion("summary of the selected run", open=False):
         summary = gr.JSON(label="summary", elem_id="summary")
 
     # -- events ----------------------------------------------------------------------------------
     fields = [model, dataset, text_column, label_column, method, ft_budget, steps, batch_size, lr, ft_seed,
               lora_r, lora_alpha, targets, custom_targets, max_length, warmup, eval_every, eval_size, run_name]
+    task_fields = [task, built_in, chat_template]  # after the others: positional API calls keep working
     run_views = [runs_table, runs_note, bars, front, picked]
     live_views = [summary, status, live, download, snippet, *run_views]
     # no concurrency limit here: the device line (session.DEVICE) orders the runs, and says so
-    start.click(finetune, [*fields, query], live_views, api_name="finetune", concurrency_limit=None,
+    start.click(finetune, [*fields, *task_fields, query], live_views, api_name="finetune", concurrency_limit=None,
                 trigger_mode="multiple")
     resume_btn.click(resume, [picked, query], live_views, api_name="resume", concurrency_limit=None,
                      trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="stop")
     method.change(show_size_fields, method, [ft_budget, lora_r, lora_alpha, targets], api_visibility="private")
-    setup = [model, dataset, text_column, label_column, method, ft_budget, lora_r, lora_alpha, targets, custom_targets]
-    gr.on([demo.load, dataset.change, method.change, ft_budget.change, lora_r.change, lora_alpha.change,
-           targets.change, custom_targets.blur, model.blur, text_column.blur, label_column.blur],
+    setup = [model, dataset, text_column, label_column, method, ft_budget, lora_r, lora_alpha, targets, custom_targets,
+             task, built_in]
+    task_views = [built_in, dataset, dataset_help, model, chat_template, try_text_row, try_image_row, try_prompt_row]
+    # the plan follows once the task's dataset is chosen (the built-in one may stay the same)
+    task.change(show_task, [task, built_in], task_views, api_visibility="private").then(
+        refresh, [query, picked, task], run_views, api_visibility="private").then(
+        check_setup, setup, [plan, layers], api_visibility="private")
+    model.blur(session.typed_model_task, [model, task], task, api_visibility="private")
+    gr.on([demo.load, dataset.change, built_in.change, method.change, ft_budget.change, lora_r.change,
+           lora_alpha.change, targets.change, custom_targets.blur, model.blur, text_column.blur, label_column.blur],
           check_setup, setup, [plan, layers], api_name="plan", concurrency_limit=1, trigger_mode="always_last")
-    query.change(refresh, [query, picked], run_views, api_name="runs")
+    query.change(refresh, [query, picked, task], run_views, api_name="runs")
     picked.change(select, picked, [download, snippet, summary], api_name="download")
     try_text.submit(classify, [picked, try_text], try_label, api_visibility="private")
     gr.api(predict, api_name="predict")
-    estimate_btn.click(estimate, fields[:-1], estimated, api_name="estimate", concurrency_limit=1)
-    delete_btn.click(delete, [picked, query], run_views, api_name="delete")
+    try_image.upload(classify_image, [picked, try_image], try_image_label, api_name="classify_image")
+    gr.on([try_prompt.submit, generate_btn.click], generate, [picked, try_prompt, max_new_tokens], try_completion,
+          api_name="generate")
+    estimate_btn.click(estimate, [*fields[:-1], *task_fields], estimated, api_name="estimate", concurrency_limit=1)
+    delete_btn.click(delete, [picked, query, task], run_views, api_name="delete")
     runs_table.select(pick_row, None, picked, api_visibility="private")
     key_outputs = [key_box, stored_key, *run_views]
-    demo.load(on_load, stored_key, key_outputs, api_visibility="private")
-    open_btn.click(switch_workspace, key_box, key_outputs, api_name="open_workspace")
+    demo.load(on_load, [stored_key, task], key_outputs, api_visibility="private")
+    open_btn.click(switch_workspace, [key_box, task], key_outputs, api_name="open_workspace")
     demo.unload(forget)
+
+
+def built_in_choices(task: str) -> tuple[list, str]:
+    """The built-in dataset dropdown's choices for ``task`` and its first value."""
+    choices, _ = session.built_in_datasets(task)
+    return choices, choices[0][1]
 
 
 def public_summary(run: dict) -> dict:

@@ -16,7 +16,8 @@ from .errors import visible_errors
 REFRESH_S = 2.0
 FAMILIES = [value for _, value in session.METHODS if value != "full"]
 #: The Fine-tune tab's fields that "train this one" fills, by their elem_id, as finetune_fields names them.
-FINETUNE_FIELDS = {"model": "model", "dataset": "dataset", "method": "method", "budget": "ft_budget", "rank": "lora_r",
+FINETUNE_FIELDS = {"model": "model", "task": "task", "built_in": "built_in", "dataset": "dataset", "method": "method",
+                   "budget": "ft_budget", "rank": "lora_r",
                    "alpha": "lora_alpha", "targets": "targets", "custom_targets": "custom_targets", "steps": "steps",
                    "batch_size": "batch_size", "lr": "lr", "warmup": "warmup", "max_length": "max_length", "seed": "ft_seed",
                    "eval_every": "eval_every", "eval_size": "eval_size"}
@@ -39,16 +40,17 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         trials = job.trials()
         study = job.study()
         started = [t["number"] for t in trials if t["state"] in ("complete", "pruned", "running", "stopped", "failed")]
-        return (status_html(job), session.trial_rows(trials), visualize.search_front(trials),
-                session.front_line(study) if study is not None else "",
+        objective = session.objective(study)
+        return (status_html(job), {"headers": session.trial_columns(study), "data": session.trial_rows(trials)},
+                visualize.search_front(trials, objective), session.front_line(study) if study is not None else "",
                 gr.Dropdown(choices=started, value=started[-1] if started else None))
 
     @visible_errors
     def start(model, dataset, families, min_budget, max_budget, trials, steps, batch_size, max_length, seed, key,
-              request: gr.Request):
+              task, built_in, request: gr.Request):
         """Search live; yields the trials table and the front about every two seconds."""
         search = session.search_settings(model, dataset, families, min_budget, max_budget, trials, steps, batch_size,
-                                         max_length, seed, limits)
+                                         max_length, seed, limits, task=task, built_in=built_in)
         workspace = None if shared else session.workspace_dir(runs_dir, key or request.session_hash)
         name = session.check_run_name(f"search-{'-'.join(search.space.families)}-{search.space.max_budget}")
         job = searches.start(request.session_hash,
@@ -88,14 +90,26 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         values = [fields.get(name, gr.skip()) for name in FINETUNE_FIELDS]
         return (*values, gr.Tabs(selected="finetune"), note)
 
+    def show_task(task, current):
+        choices, note = session.built_in_datasets(task)
+        values = [value for _, value in choices]
+        return (gr.Dropdown(choices=choices, value=current if current in values else values[0], info=note or None),
+                gr.File(file_types=session.UPLOAD_TYPES[task]))
+
     # -- layout ----------------------------------------------------------------------------------
     gr.Markdown("Short fine-tuning trials sampled by Optuna over family, budget per layer and learning rate; a trial "
-                "below the median of the finished trials no larger than it is stopped early (pruned). One search or "
+                "below the median of the finished trials no larger than it is stopped early (pruned). The objective "
+                "is the eval accuracy (a causal LM's: the eval loss, lower is better). One search or "
                 f"fine-tune at a time on **{session.device_name()}**; others wait in line.")
     with gr.Row():
         with gr.Column():
+            task = gr.Radio(session.TASK_CHOICES, value="text-classification", label="task", elem_id="search_task")
             model = gr.Textbox(DEFAULT_MODEL, label="model", info="a local directory or a hub id", elem_id="search_model")
-            dataset = gr.File(label="dataset (empty: BBC News)", file_types=[".csv", ".jsonl"], elem_id="search_dataset")
+            choices, _ = session.built_in_datasets("text-classification")
+            built_in = gr.Dropdown(choices, value=choices[0][1], label="built-in dataset", allow_custom_value=True,
+                                   elem_id="search_built_in")
+            dataset = gr.File(label="or upload a dataset", file_types=session.UPLOAD_TYPES["text-classification"],
+                              elem_id="search_dataset", height=110)
         with gr.Column():
             families = gr.CheckboxGroup(FAMILIES, value=["circulant", "monarch", "lowrank"], label="families",
                                         elem_id="search_families", info=f"lowrank is LoRA; {HEAD_ONLY} trains the head alone")
@@ -126,12 +140,15 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
                 train_btn = gr.Button("Train this one", elem_id="search_train", scale=1)
                 load_btn = gr.UploadButton("Train from a JSON file…", file_types=[".json"], elem_id="search_load", scale=1)
             note = gr.Markdown(elem_id="search_note")
-        front = gr.Plot(label="accuracy vs parameters", elem_id="search_front", scale=2)
+        front = gr.Plot(label="Pareto view", elem_id="search_front", scale=2)
 
     # -- events ----------------------------------------------------------------------------------
-    inputs = [model, dataset, families, min_budget, max_budget, trials, steps, batch_size, max_length, seed, workspace_key]
+    inputs = [model, dataset, families, min_budget, max_budget, trials, steps, batch_size, max_length, seed, workspace_key,
+              task, built_in]
     start_btn.click(start, inputs, [status, table, front, best, picked], api_name="search", concurrency_limit=None,
                     trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="search_stop")
+    task.change(show_task, [task, built_in], [built_in, dataset], api_visibility="private")
+    model.blur(session.typed_model_task, [model, task], task, api_visibility="private")
     train_btn.click(train_this_one, picked, [*finetune_fields, tabs, note], api_name="search_train")
     load_btn.upload(train_file, load_btn, [*finetune_fields, tabs, note], api_name="search_load")

@@ -6,7 +6,8 @@
 (or ``method``) as the label, optional ``method`` (a family name, ``"full"`` or ``"head-only"``: the
 colour), ``trainable_params``, optional ``status`` (how the run ended: ``"completed"``,
 ``"stopped"``, ...), and for ``pareto`` ``final_eval_acc`` (None: not evaluated). Each run is its
-own bar and its own point, even when two share a label.
+own bar and its own point, even when two share a label. A causal LM's events and runs carry
+``eval_loss`` and ``perplexity`` (``final_eval_loss``) besides: pass ``task="causal-lm"``.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ def _check_dicts(name: str, items) -> list[dict]:
     return list(items)
 
 
-def training_curves(events) -> go.Figure:
-    """Loss (left) and train/eval accuracy (right) against step for one run.
+def training_curves(events, task: str = "text-classification") -> go.Figure:
+    """Loss (left) and train/eval accuracy (right) against step for one run; for a causal LM
+    (``task="causal-lm"``) the train and eval loss per completion token (left) and the eval
+    perplexity (right, log axis).
 
     >>> training_curves([{"step": 1, "loss": 0.7, "train_acc": 0.5, "eval_acc": None}]).data[0].y
     (0.7,)
@@ -34,18 +37,30 @@ def training_curves(events) -> go.Figure:
     steps = [e for e in events if e.get("step") is not None and e.get("loss") is not None]
     if not steps:
         return empty_figure("Training", "No training steps yet: press Start to fine-tune.")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    causal = task == "causal-lm"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        ("loss per completion token", "eval perplexity (lower is better)") if causal else ("loss", "accuracy")))
     x = [e["step"] for e in steps]
     fig.add_trace(go.Scatter(x=x, y=[e["loss"] for e in steps], name="train loss",
                              mode="lines", line=dict(color=SERIES_COLORS[0])), row=1, col=1)
-    train = [e for e in steps if e.get("train_acc") is not None]
-    fig.add_trace(go.Scatter(x=[e["step"] for e in train], y=[e["train_acc"] for e in train],
-                             name="train accuracy", mode="lines",
-                             line=dict(color=SERIES_COLORS[1])), row=1, col=2)
-    evals = [e for e in steps if e.get("eval_acc") is not None]
-    fig.add_trace(go.Scatter(x=[e["step"] for e in evals], y=[e["eval_acc"] for e in evals],
-                             name="eval accuracy", mode="lines+markers",
-                             line=dict(color=SERIES_COLORS[2])), row=1, col=2)
+    if causal:
+        evals = [e for e in steps if e.get("eval_loss") is not None]
+        fig.add_trace(go.Scatter(x=[e["step"] for e in evals], y=[e["eval_loss"] for e in evals], name="eval loss",
+                                 mode="lines+markers", line=dict(color=SERIES_COLORS[2])), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[e["step"] for e in evals], y=[e["perplexity"] for e in evals],
+                                 name="eval perplexity", mode="lines+markers",
+                                 line=dict(color=SERIES_COLORS[1])), row=1, col=2)
+        fig.update_yaxes(type="log", row=1, col=2)
+    else:
+        train = [e for e in steps if e.get("train_acc") is not None]
+        fig.add_trace(go.Scatter(x=[e["step"] for e in train], y=[e["train_acc"] for e in train],
+                                 name="train accuracy", mode="lines",
+                                 line=dict(color=SERIES_COLORS[1])), row=1, col=2)
+        evals = [e for e in steps if e.get("eval_acc") is not None]
+        fig.add_trace(go.Scatter(x=[e["step"] for e in evals], y=[e["eval_acc"] for e in evals],
+                                 name="eval accuracy", mode="lines+markers",
+                                 line=dict(color=SERIES_COLORS[2])), row=1, col=2)
+        fig.update_yaxes(range=[0, 1.02], row=1, col=2)  # fixed, so the live plot does not jump
     last = steps[-1]
     title = f"Training: step {last['step']}"
     if last.get("examples_per_s") is not None:
@@ -57,7 +72,6 @@ def training_curves(events) -> go.Figure:
         title += f" (done: {done[-1].get('reason', 'finished')})"
     fig.update_layout(title=dict(text=title))
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)  # fixed, so the live plot does not jump
     return fig
 
 
@@ -102,23 +116,37 @@ def parameter_bars(runs, references: dict[str, int] | None = None) -> go.Figure:
     return fig
 
 
-def pareto(runs) -> go.Figure:
-    """Final eval accuracy against trainable parameters (log x) for every evaluated run, with the
-    Pareto front (no other run is both smaller and more accurate) as a step line. A run that did
-    not complete (stopped, diverged) is an open marker, its status in its hover text.
+#: What the Pareto view plots per task: the summary key, the axis title, whether higher is better.
+PARETO_METRICS = {
+    "text-classification": ("final_eval_acc", "eval accuracy (higher is better)", True),
+    "image-classification": ("final_eval_acc", "eval accuracy (higher is better)", True),
+    "causal-lm": ("final_eval_loss", "eval loss (lower is better)", False),
+}
+
+
+def pareto(runs, task: str = "text-classification") -> go.Figure:
+    """Final eval accuracy (a causal LM's: final eval loss, lower is better) against trainable
+    parameters (log x) for every evaluated run, with the Pareto front (no other run is both
+    smaller and better) as a step line. A run that did not complete (stopped, diverged) is an
+    open marker, its status in its hover text.
 
     >>> pareto([{"name": "a", "trainable_params": 10, "final_eval_acc": 0.8}]).data[0].x
     (10,)
     """
-    runs = [r for r in _check_dicts("runs", runs) if r.get("final_eval_acc") is not None]
+    if task not in PARETO_METRICS:
+        raise ValueError(f"task must be one of {', '.join(PARETO_METRICS)}, got {task!r}")
+    key, axis, higher = PARETO_METRICS[task]
+    sign = 1 if higher else -1
+    what = "Accuracy" if higher else "Eval loss"
+    runs = [r for r in _check_dicts("runs", runs) if r.get(key) is not None]
     if not runs:
-        return empty_figure("Accuracy vs parameters", "No evaluated runs yet.")
-    runs.sort(key=lambda r: (_params(r), -r["final_eval_acc"]))
-    fig = figure("Accuracy vs trainable parameters (Pareto view)",
+        return empty_figure(f"{what} vs parameters", "No evaluated runs yet.")
+    runs.sort(key=lambda r: (_params(r), -sign * r[key]))
+    fig = figure(f"{what} vs trainable parameters (Pareto view)",
                  xaxis=dict(type="log", title="trainable parameters"),
-                 yaxis=dict(title="final eval accuracy", range=[0, 1.05]))
+                 yaxis=dict(title=axis, **({"range": [0, 1.05]} if higher else {"rangemode": "tozero"})))
     status = [r.get("status", "completed") for r in runs]
-    fig.add_trace(go.Scatter(x=[_params(r) for r in runs], y=[r["final_eval_acc"] for r in runs],
+    fig.add_trace(go.Scatter(x=[_params(r) for r in runs], y=[r[key] for r in runs],
                              mode="markers+text", text=[_label(r) for r in runs], cliponaxis=False,
                              textposition="top center", name="runs", showlegend=False,
                              customdata=status,
@@ -128,10 +156,10 @@ def pareto(runs) -> go.Figure:
                                          line=dict(width=2))))
     front, best = [], float("-inf")
     for r in runs:  # ascending parameters: a run is on the front if it beats every smaller one
-        if r["final_eval_acc"] > best:
+        if sign * r[key] > best:
             front.append(r)
-            best = r["final_eval_acc"]
-    fig.add_trace(go.Scatter(x=[_params(r) for r in front], y=[r["final_eval_acc"] for r in front],
+            best = sign * r[key]
+    fig.add_trace(go.Scatter(x=[_params(r) for r in front], y=[r[key] for r in front],
                              mode="lines", line=dict(shape="hv", **GRID_LINE), name="Pareto front",
                              hoverinfo="skip"))
     return fig

@@ -11,7 +11,7 @@ from .data import BBC_NEWS, DatasetError, TextDataset, load_dataset, split, toke
 from .engine import resume, run, weights_digest
 from .estimate import estimate_time
 from .images import load_image_dataset
-from .inference import load_snippet, predict
+from .inference import complete, load_snippet, predict
 from .prepare import preview
 from .task import task_for
 
@@ -36,6 +36,7 @@ __all__ = [
     "preview",
     "estimate_time",
     "predict",
+    "complete",
     "load_snippet",
     "weights_digest",
 ]

@@ -42,6 +42,26 @@ def predict(run_dir, texts: list[str]) -> list[dict[str, float]]:
     return task.predict(model, list(texts))
 
 
+def complete(run_dir, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+    """Greedy completions of ``prompts`` by a finished causal-LM run (its base model with its
+    trained weights), up to ``max_new_tokens`` tokens each. ``ValueError`` for a run of another
+    task, or one without weights.
+
+    >>> complete("runs/reviews", ["review : great fun sentiment :"], max_new_tokens=4)  # doctest: +SKIP
+    [' positive']
+    """
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a list of strings, got {type(prompts).__name__}")
+    run_dir = Path(run_dir).resolve()
+    summary, weights = trained_run(run_dir)
+    if summary.get("task") != "causal-lm":
+        raise ValueError(f"{run_dir.name} is a {summary.get('task', 'text-classification')} run; only a causal-lm run "
+                         "completes prompts")
+    tensors = weights / ADAPTER_WEIGHTS if weights.is_dir() else weights
+    model, task = load_trained(run_dir, tensors.stat().st_mtime_ns)
+    return task.predict(model, list(prompts), max_new_tokens=max_new_tokens)
+
+
 def trained_run(run_dir: Path) -> tuple[dict, Path]:
     """The run's summary and weights path, or ``ValueError`` saying why it has none."""
     try:

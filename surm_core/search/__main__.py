@@ -18,8 +18,11 @@ from pathlib import Path
 from ..families import FAMILIES
 from ..finetune import BBC_NEWS, FinetuneConfig
 from ..finetune.config import TARGET_PRESETS
+from ..finetune.images import BUILT_IN as IMAGE_DATASETS
+from ..models import TASKS
 from .space import HEAD_ONLY, SearchSpace
-from .study import Search, best, counted, describe, front, open_storage, print_trial, run_search, steps_saved, write_config
+from .study import (Search, best, counted, describe, front, objective_name, open_storage, print_trial, run_search,
+                    steps_saved, write_config)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,7 +45,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=lambda s: None if s == "all" else int(s), default=FinetuneConfig.eval_size,
                    help="test rows to evaluate on, or 'all'")
     p.add_argument("--model", help="local model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
-    p.add_argument("--dataset", default=BBC_NEWS, help=f"{BBC_NEWS!r} (built in) or a .csv / .jsonl file")
+    p.add_argument("--task", choices=list(TASKS), help="what the trials fine-tune for (default: what the model's config "
+                   "says it is for); the objective is eval accuracy (maximised), or a causal LM's eval loss (minimised)")
+    p.add_argument("--dataset", default=BBC_NEWS, help=f"built in: {BBC_NEWS!r} (texts), "
+                   f"{' / '.join(map(repr, IMAGE_DATASETS))} (images); or a .csv / .jsonl file, an image folder or a .zip of one")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--seed", type=int, default=0, help="seed of every trial's run and of the sampler")
@@ -66,7 +72,7 @@ def main(argv=None) -> int:
 
     try:
         run = FinetuneConfig(
-            **({"model": args.model} if args.model else {}), dataset=args.dataset, text_column=args.text_column,
+            **({"model": args.model} if args.model else {}), task=args.task, dataset=args.dataset, text_column=args.text_column,
             label_column=args.label_column, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
             eval_every=args.eval_every or max(1, args.steps // 3), eval_size=args.eval_size, seed=args.seed,
             device=args.device,
@@ -93,9 +99,10 @@ def report(study, search: Search, out: Path, stopped: bool) -> None:
           + f"; {run_steps:,} training steps run, {saved:,} saved by pruning")
     points = front(study)
     if points:
-        print("Pareto front (accuracy vs trainable parameters):")
+        name = objective_name(study)
+        print(f"Pareto front ({name} vs trainable parameters{', lower is better' if name == 'eval loss' else ''}):")
         for t in points:
-            print(f"  trial {t.number:>3}  {t.user_attrs['trainable_params']:>10,} params  accuracy {t.value:.4f}  {describe(t)}")
+            print(f"  trial {t.number:>3}  {t.user_attrs['trainable_params']:>10,} params  {name} {t.value:.4f}  {describe(t)}")
         top = best(study, search.space.max_params)
         print(f"best: trial {top.number} ({top.value:.4f}), written to {out / 'best.json'}; train it longer with\n"
               f"  python -m surm_core.finetune --config {out / 'best.json'} --steps 600 --out runs/best")

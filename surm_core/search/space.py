@@ -62,11 +62,12 @@ class Layers:
     head_params: int
 
 
-def model_layers(model, targets) -> Layers:
-    """:class:`Layers` of a loaded ``model`` (with its classification head) for the presets ``targets``."""
+def model_layers(model, targets, head: list[str] | None = None) -> Layers:
+    """:class:`Layers` of a loaded ``model`` for the presets ``targets``; ``head``: the names of the
+    modules every trial trains (``None``: the classification head; a causal LM trains none)."""
     shapes = {t: [layer_shape(model.get_submodule(n)) for n in match_targets(model, resolve_targets(model, target_modules(t)))]
               for t in targets}
-    head = sum(p.numel() for n in head_names(model) for p in model.get_submodule(n).parameters())
+    head = sum(p.numel() for n in (head_names(model) if head is None else head) for p in model.get_submodule(n).parameters())
     return Layers(shapes, head)
 
 

@@ -2,8 +2,9 @@
 
 Each trial is an ordinary run of :func:`surm_core.finetune.run` with its own run directory
 (``<out>/trials/<number>``: metrics, summary, adapter). Its evaluations every ``eval_every`` steps
-are reported to Optuna; the study maximises the final eval accuracy, and the trainable-parameter
-count of each trial is kept beside it, so the result is the Pareto front of the two.
+are reported to Optuna; the study optimises the task's metric — it maximises the final eval
+accuracy of a classifier, and minimises a causal language model's final eval loss — and the
+trainable-parameter count of each trial is kept beside it, so the result is the Pareto front of the two.
 
 Early stopping: :class:`FrontPruner`. Optuna prunes single-objective studies only, and its own
 pruners (median, successive halving, Hyperband) rank a trial against *all* others: a small
@@ -34,9 +35,9 @@ from optuna.trial import TrialState
 
 from ..finetune import FinetuneConfig, run
 from ..finetune.prepare import base_model, dataset_labels, file_stamp
-from ..finetune.task import task_for
-from ..models import DEFAULT_MODEL
-from .space import Layers, SearchSpace, model_layers
+from ..finetune.task import TASK_CLASSES
+from ..models import DEFAULT_MODEL, infer_task
+from .space import HEAD_ONLY, Layers, SearchSpace, model_layers
 
 #: Fields of a trial's FinetuneConfig that the search space sets; the rest come from the template.
 SAMPLED = ("method", "budget", "hparams", "target_modules", "lr")
@@ -57,10 +58,22 @@ class Interrupted(Exception):
 @dataclasses.dataclass
 class Search:
     """A search: its space and the template every trial's :class:`FinetuneConfig` starts from
-    (model, data, steps, batch size, ...; the space sets ``method``, size, targets and ``lr``)."""
+    (model, data, steps, batch size, ...; the space sets ``method``, size, targets and ``lr``).
+    The template's ``task`` (``None``: the model's, see :func:`surm_core.models.infer_task`) sets
+    the objective: see :meth:`metric`."""
 
     space: SearchSpace
     run: FinetuneConfig
+
+    @property
+    def task(self) -> str:
+        return self.run.task or infer_task(self.run.model)
+
+    def metric(self) -> tuple[str, str]:
+        """``(metric, direction)``: ``("eval_acc", "maximize")`` for a classifier,
+        ``("eval_loss", "minimize")`` for a causal language model."""
+        task = TASK_CLASSES[self.task]
+        return task.metric, "maximize" if task.higher_is_better else "minimize"
 
     def identity(self) -> dict:
         """What must match for two processes to work on one study (stored with it, as JSON)."""
@@ -71,10 +84,11 @@ class Search:
 
 
 class FrontPruner(optuna.pruners.BasePruner):
-    """Prune a trial whose accuracy at an evaluation is below the median, at that step, of the
-    completed trials with no more trainable parameters (once there are ``min_trials`` of them).
+    """Prune a trial whose value at an evaluation is worse than the median, at that step, of the
+    completed trials with no more trainable parameters (once there are ``min_trials`` of them);
+    worse is lower when the study maximises (accuracy), higher when it minimises (eval loss).
 
-    prune at step s ⇔ acc_s(T) < median{acc_s(U) : U complete, params(U) ≤ params(T)}
+    prune at step s ⇔ v_s(T) < median{v_s(U) : U complete, params(U) ≤ params(T)}  (maximising)
 
     Half the configurations at most this large were better at this point, so this one is
     unlikely to end on the front; the trial's ``trainable_params`` user attribute must be set
@@ -91,7 +105,10 @@ class FrontPruner(optuna.pruners.BasePruner):
         params = trial.user_attrs["trainable_params"]
         rivals = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                   if step in t.intermediate_values and t.user_attrs["trainable_params"] <= params]
-        return len(rivals) >= self.min_trials and trial.intermediate_values[step] < np.median(rivals)
+        if len(rivals) < self.min_trials:
+            return False
+        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        return sign * trial.intermediate_values[step] < sign * np.median(rivals)
 
 
 def open_storage(url: str | None, out: Path):
@@ -125,7 +142,7 @@ def open_study(search: Search, storage, name: str, resume: bool) -> optuna.Study
                          "from another machine), or choose another --out / --study")
     if not exists and resume:
         raise ValueError(f"there is no study {name!r} to resume in this storage")
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", pruner=FrontPruner(),
+    study = optuna.create_study(storage=storage, study_name=name, direction=search.metric()[1], pruner=FrontPruner(),
                                 load_if_exists=True)
     # The sampler is seeded by the run's seed in a new study only: a resumed study, or a second
     # worker, with that seed again would sample the same first configurations again.
@@ -157,10 +174,10 @@ def counted(study) -> tuple[int, int]:
     return done, sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def run_trial(trial, config: FinetuneConfig, stop: threading.Event) -> float:
-    """Fine-tune ``config`` as trial ``trial``: report each evaluation, stop when pruned (raising
-    ``optuna.TrialPruned``), on ``stop`` (raising :class:`Interrupted`) or when the run fails on
-    its own (raising :class:`TrialFailed` with its reason); return the final eval accuracy."""
+def run_trial(trial, config: FinetuneConfig, stop: threading.Event, metric: str = "eval_acc") -> float:
+    """Fine-tune ``config`` as trial ``trial``: report each evaluation's ``metric``, stop when
+    pruned (raising ``optuna.TrialPruned``), on ``stop`` (raising :class:`Interrupted`) or when the
+    run fails on its own (raising :class:`TrialFailed` with its reason); return the final ``metric``."""
     trial.set_user_attr("config", {k: v for k, v in config.to_dict().items() if k != "out_dir"})
     trial.set_user_attr("run_dir", config.out_dir)
     trial.set_user_attr("interrupted", False)  # a retry starts with its original's attributes
@@ -172,7 +189,7 @@ def run_trial(trial, config: FinetuneConfig, stop: threading.Event) -> float:
             counted_params.append(event["trainable_params"])
             trial.set_user_attr("trainable_params", event["trainable_params"])
         if event["event"] == "eval" and event["step"] < event["total_steps"]:
-            trial.report(event["eval_acc"], event["step"])
+            trial.report(event[metric], event["step"])
             if trial.should_prune():
                 pruned.set()
 
@@ -192,7 +209,7 @@ def run_trial(trial, config: FinetuneConfig, stop: threading.Event) -> float:
     if reason != "completed":
         trial.set_user_attr("failure", reason)
         raise TrialFailed(reason)
-    return summary["final_eval_acc"]
+    return summary[f"final_{metric}"]
 
 
 def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop: threading.Event, on_trial=None) -> None:
@@ -203,7 +220,7 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
     def objective(trial):
         fields = search.space.suggest(trial, layers)
         config = dataclasses.replace(search.run, **fields, out_dir=str(out / "trials" / f"{trial.number:04d}"))
-        return run_trial(trial, config, stop)
+        return run_trial(trial, config, stop, search.metric()[0])
 
     def after(study, trial):
         if trial.user_attrs.get("interrupted"):
@@ -226,11 +243,13 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
 
 def describe_model(template: FinetuneConfig, targets) -> Layers:
     """Load the data's labels and the model once (the engine's cached copies) to learn the adapted
-    layers' shapes; a bad dataset or model is a ValueError here, before any trial."""
-    labels = dataset_labels(template.model, template.task, template.dataset, template.text_column,
-                            template.label_column, *file_stamp(template.dataset))
-    task = task_for(template, label_names=list(labels)).name
-    return model_layers(base_model(template.model, task, labels), targets)
+    layers' shapes; a bad dataset or model (or one that does not fit the task) is a ValueError
+    here, before any trial."""
+    task = template.task or infer_task(template.model)
+    labels = dataset_labels(template.model, task, template.dataset, template.text_column, template.label_column,
+                            *file_stamp(template.dataset))
+    model = base_model(template.model, task, labels)
+    return model_layers(model, targets, head=[] if task == "causal-lm" else None)  # a causal LM trains no head
 
 
 def worker(search: Search, layers: Layers, out: str, storage_url, name: str, trials: int, threads: int) -> None:
@@ -273,6 +292,9 @@ def run_search(search: Search, out, trials: int, storage: str | None = None, nam
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     quiet()
+    if search.task == "causal-lm" and HEAD_ONLY in search.space.families:
+        raise ValueError(f"{HEAD_ONLY} trains a classification head, and a causal language model has none: "
+                         "search adapter families only")
     layers = describe_model(search.run, search.space.targets)
     search.space.check(layers)
     name = name or out.resolve().name
@@ -316,24 +338,34 @@ def run_workers(search, layers, out, storage, name, trials, workers, gpus, stop)
         raise RuntimeError(f"{len(failed)} worker process(es) failed (exit codes {failed}); see their output above")
 
 
+def goodness(study, value: float) -> float:
+    """``value`` where larger is better: itself when the study maximises, its negation when it minimises."""
+    return value if study.direction == optuna.study.StudyDirection.MAXIMIZE else -value
+
+
+def objective_name(study) -> str:
+    """What a trial's value is, for people: ``"accuracy"`` or ``"eval loss"``."""
+    return "accuracy" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "eval loss"
+
+
 def front(study) -> list:
     """The complete trials no other complete trial beats with at most as many parameters
-    (ascending parameters; on ties the most accurate one)."""
+    (ascending parameters; on ties the best one). Beats: more accurate, or a lower eval loss."""
     done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                  key=lambda t: (t.user_attrs["trainable_params"], -t.value, t.number))
-    result, best_acc = [], -np.inf
+                  key=lambda t: (t.user_attrs["trainable_params"], -goodness(study, t.value), t.number))
+    result, best_so_far = [], -np.inf
     for t in done:
-        if t.value > best_acc:
+        if goodness(study, t.value) > best_so_far:
             result.append(t)
-            best_acc = t.value
+            best_so_far = goodness(study, t.value)
     return result
 
 
 def best(study, max_params: int | None = None):
-    """The most accurate complete trial with at most ``max_params`` trainable parameters (on
-    ties the smaller); ``None`` when none qualifies."""
+    """The best complete trial (most accurate, or lowest eval loss) with at most ``max_params``
+    trainable parameters (on ties the smaller); ``None`` when none qualifies."""
     fitting = [t for t in front(study) if max_params is None or t.user_attrs["trainable_params"] <= max_params]
-    return max(fitting, key=lambda t: (t.value, -t.user_attrs["trainable_params"]), default=None)
+    return max(fitting, key=lambda t: (goodness(study, t.value), -t.user_attrs["trainable_params"]), default=None)
 
 
 def export_config(trial) -> dict:
@@ -381,9 +413,10 @@ def print_trial(study, trial) -> None:
     what = f"trial {trial.number:>3} {describe(trial)}" + (f" ({params:,} params)" if params else "")
     if trial.state == TrialState.COMPLETE:
         on_front = any(t.number == trial.number for t in front(study))
-        end = f"accuracy {trial.value:.4f}" + (" *front*" if on_front else "")
+        end = f"{objective_name(study)} {trial.value:.4f}" + (" *front*" if on_front else "")
     elif trial.state == TrialState.PRUNED:
-        end = f"pruned at step {trial.user_attrs['steps']} (accuracy {trial.intermediate_values[trial.last_step]:.4f})"
+        end = (f"pruned at step {trial.user_attrs['steps']} "
+               f"({objective_name(study)} {trial.intermediate_values[trial.last_step]:.4f})")
     elif trial.user_attrs.get("interrupted"):
         end = "interrupted: queued to run again on --resume"
     else:

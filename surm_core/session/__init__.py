@@ -16,11 +16,12 @@ from .explore import (LARGE_AT_ONCE, MAX_EXPLORE_SIZE, OPERATORS, QUICK_CELLS, S
                       explore_stages, slider_budget, slider_position)
 from .links import PRESETS, LinkView, parse_query, presets_markdown, query_string
 from .device import DEVICE, DeviceLine
-from .finetune import (METHODS, PLAN_COLUMNS, TARGETS, Limits, check_dataset, check_run_name, default_run_name,
-                       device_name, finetune_config, plan)
+from .finetune import (METHODS, MODEL_HINTS, PLAN_COLUMNS, TARGETS, TASK_CHOICES, UPLOAD_HELP, UPLOAD_TYPES, Limits,
+                       built_in_datasets, check_dataset, check_run_name, default_run_name, device_name, finetune_config,
+                       plan, typed_model_task)
 from .jobs import FinetuneJob, Finetunes, estimate, estimate_line, new_run, resumed_run
-from .search import (TRIAL_COLUMNS, Searches, SearchJob, config_file_fields, finetune_fields, front_line, search_dir, search_settings,
-                     trial_dicts, trial_rows)
-from .runs import (RUN_COLUMNS, classify, comparable, delete_run, evaluated, filter_runs, find_run, load_runs, model_label,
-                   new_run_dir, new_workspace_key, package_run, reference_params, runs_rows, runs_view, snippet,
-                   workspace_dir)
+from .search import (LOSS_TRIAL_COLUMNS, TRIAL_COLUMNS, Searches, SearchJob, config_file_fields, finetune_fields,
+                     front_line, objective, search_dir, search_settings, trial_columns, trial_dicts, trial_rows)
+from .runs import (CAUSAL_COLUMNS, MAX_NEW_TOKENS, RUN_COLUMNS, classify, classify_image, columns, comparable, delete_run,
+                   evaluated, filter_runs, find_run, generate, load_runs, model_label, new_run_dir, new_workspace_key,
+                   package_run, reference_params, run_task, runs_rows, runs_view, snippet, workspace_dir)

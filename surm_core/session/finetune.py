@@ -17,10 +17,12 @@ from pathlib import Path
 
 from ..families import FAMILIES
 from ..families.base import check_size
-from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, check_seed, load_dataset, preview
+from ..finetune import BASELINES, BBC_NEWS, FinetuneConfig, check_seed, preview
+from ..finetune import images
 from ..finetune.engine import describe as describe_device
 from ..finetune.engine import pick_device
-from ..models import DEFAULT_MODEL, check_name
+from ..finetune.prepare import dataset_labels, file_stamp
+from ..models import DEFAULT_MODEL, TASKS, check_name, infer_task
 
 #: Methods offered, as (label, value): the families an adapter can use, then the two baselines.
 #: Dense is left out: as an adapter it is full fine-tuning of the targeted layers.
@@ -35,6 +37,81 @@ TARGETS = [("attention q, v", "attention-qv"), ("all attention", "attention-all"
 SHORT_TARGETS = {None: "q,v", "attention-qv": "q,v", "attention-all": "q,k,v,o", "all-linear": "all-linear"}
 #: A custom target with any of these characters is a regular expression, else a list of suffixes.
 REGEX_CHARS = set("\\^$.*+?()[]{}|")
+
+#: What a fine-tune learns, as (label, value): the task selector's choices.
+TASK_CHOICES = [("text classification", "text-classification"), ("image classification", "image-classification"),
+                ("causal LM", "causal-lm")]
+#: Files a task's dataset upload takes.
+UPLOAD_TYPES = {"text-classification": [".csv", ".jsonl"], "image-classification": [".zip", ".csv", ".jsonl"],
+                "causal-lm": [".jsonl", ".csv"]}
+#: What a task's upload holds, for the page.
+UPLOAD_HELP = {
+    "text-classification": "a .csv / .jsonl of texts and labels",
+    "image-classification": "a .zip of a folder with one sub-folder of images per class, or a .csv / .jsonl of image "
+                            "paths on this server and labels",
+    "causal-lm": "a .jsonl (or .csv) with prompt and completion columns (the loss is on the completion), or a text column",
+}
+#: The model a task needs when the model field is empty: only text classification has one packaged.
+MODEL_HINTS = {"image-classification": "a vision model such as ViT (a local directory or a hub id, e.g. "
+                                       "google/vit-base-patch16-224-in21k)",
+               "causal-lm": "a causal language model such as GPT-2, Llama or Qwen (a local directory or a hub id, e.g. gpt2)"}
+#: Datasets that come with the server, used when nothing is uploaded.
+BUILT_IN = (BBC_NEWS, *images.BUILT_IN)
+
+
+def built_in_datasets(task: str) -> tuple[list[tuple[str, str]], str]:
+    """The built-in datasets ``task`` can train on, as (label, value), and a note for the page
+    (empty, or that Fashion-MNIST is not installed on this server)."""
+    check_task(task)
+    if task == "text-classification":
+        return [("BBC News (5 topics, built in)", BBC_NEWS)], ""
+    if task == "causal-lm":
+        return [("BBC News as prompt → topic (built in)", BBC_NEWS)], ""
+    choices = [("digits (scikit-learn, 8×8, built in)", images.DIGITS)]
+    if images.FASHION_MNIST_DIR.is_dir():
+        return choices + [("Fashion-MNIST (Debian's dataset-fashion-mnist)", images.FASHION_MNIST)], ""
+    return choices, ("Fashion-MNIST is not installed on this server (`apt-get install dataset-fashion-mnist` "
+                     "adds it).")
+
+
+def check_task(task) -> str:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    return task
+
+
+def typed_model_task(model, current: str) -> str:
+    """The task selector's value once ``model`` is typed: the task its config is for (see
+    :func:`surm_core.models.infer_task`), or ``current`` while the field is empty or the model
+    cannot be read (the plan then says why).
+
+    >>> typed_model_task("", "causal-lm")
+    'causal-lm'
+    """
+    model = (model or "").strip()
+    if not model:
+        return current
+    try:
+        return infer_task(model)
+    except ValueError:
+        return current
+
+
+def dataset_choice(task: str, upload: str | None, built_in: str | None) -> str:
+    """The dataset a run of ``task`` trains on: the upload if there is one, else the chosen
+    built-in dataset (else the task's first), refused when it does not fit the task."""
+    if upload:
+        return upload
+    choices = [value for _, value in built_in_datasets(task)[0]]
+    if not built_in:
+        return choices[0]
+    if built_in not in choices:
+        if built_in == images.FASHION_MNIST:
+            raise ValueError(built_in_datasets(task)[1])
+        raise ValueError(f"the built-in dataset {built_in!r} does not fit {task}: choose one of {', '.join(choices)} "
+                         "or upload a file")
+    return built_in
+
 
 #: A run name (and its directory): letters, digits and ``. , = + -``; other characters become "-".
 NAME_CHARS = re.compile(r"[^A-Za-z0-9.,=+-]+")
@@ -59,9 +136,12 @@ def finetune_config(model: str | None, dataset: str | None, method: str, budget=
                     batch_size=32, lr=5e-3, seed=0, *, text_column: str | None = None,
                     label_column: str | None = None, rank=None, alpha=None, targets: str = "attention-qv",
                     custom_targets: str = "", max_length=128, warmup_ratio=0.1, eval_every=50,
-                    eval_size="512", limits: Limits = Limits()) -> FinetuneConfig:
+                    eval_size="512", task: str = "text-classification", built_in: str | None = None,
+                    chat_template: bool = False, limits: Limits = Limits()) -> FinetuneConfig:
     """The engine's config for one run from the page's fields, each checked with a message that
-    names it. Empty model/dataset mean the defaults (MiniLM, BBC News). LoRA (``"lowrank"``) is
+    names it. ``task`` is the task selector's (see :data:`TASK_CHOICES`); ``dataset`` an upload,
+    else ``built_in`` (see :func:`built_in_datasets`; empty: the task's first). An empty model is
+    the packaged MiniLM, for text classification; the other tasks ask for one. LoRA (``"lowrank"``) is
     sized by ``rank`` and ``alpha``, the other families by ``budget`` (parameters per layer); the
     baselines ("full", "head-only") by neither, and they take no targets. More steps than
     ``limits`` allow are refused here; the dataset's limits are checked by :func:`check_dataset`.
@@ -76,13 +156,21 @@ def finetune_config(model: str | None, dataset: str | None, method: str, budget=
         size, hparams, target_modules = None, {"r": rank, "alpha": alpha}, parse_targets(targets, custom_targets)
     else:
         size, hparams, target_modules = check_size("budget", budget), None, parse_targets(targets, custom_targets)
+    task = check_task(task)
+    if not (model and str(model).strip()) and task in MODEL_HINTS:
+        raise ValueError(f"{task} needs {MODEL_HINTS[task]}: type it in the model field (the packaged MiniLM is a "
+                         "text model)")
     model = check_name(model if model and str(model).strip() else DEFAULT_MODEL).strip()
     # os.path.isdir: Path.is_dir raises on a name too long for the file system
     if os.path.isdir(Path(model).expanduser()):  # the training process runs in the run directory
         model = str(Path(model).expanduser().resolve())
+    if not isinstance(chat_template, bool):
+        raise ValueError(f"chat template must be true or false, got {chat_template!r}")
     return FinetuneConfig(
         model=model,
-        dataset=dataset or BBC_NEWS,
+        task=task,
+        chat_template=chat_template and task == "causal-lm",
+        dataset=dataset_choice(task, dataset, built_in),
         text_column=(text_column or "").strip() or None,
         label_column=(label_column or "").strip() or None,
         method=method, budget=size, hparams=hparams, target_modules=target_modules,
@@ -123,11 +211,11 @@ def plan(config: FinetuneConfig, limits: Limits) -> tuple[str, list[list]]:
     head = sum(h["params"] for h in p["head"])
     share = f"{p['trainable_params']:,} trainable parameters, {p['percent']:.3g}% of the model's {p['base_params']:,}"
     if config.method in BASELINES:
-        line = f"{config.method}: {share} (the head's {head:,} included)"
+        line = f"{config.method}: {share}" + (f" (the head's {head:,} included)" if p["head"] else "")
     else:
         kinds = ", ".join(dict.fromkeys(layer["name"].rsplit(".", 1)[-1] for layer in p["layers"]))
-        line = (f"{len(p['layers'])} layers adapted ({kinds}) · {share}: {p['adapter_params']:,} in adapters "
-                f"+ {head:,} in the head")
+        line = (f"{len(p['layers'])} layers adapted ({kinds}) · {share}: {p['adapter_params']:,} in adapters"
+                + (f" + {head:,} in the head" if p["head"] else " (the language-model head stays as it is)"))
     rows = [[layer["name"], layer["family"], " × ".join(map(str, layer["shape"])),
              ", ".join(f"{k}={v}" for k, v in layer["hparams"].items()), layer["params"]] for layer in p["layers"]]
     return line, rows
@@ -209,11 +297,19 @@ def check_run_name(name) -> str:
 
 
 def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
-    """Check the run's dataset against the server's limits, before anything starts; return how a
-    summary records it: the built-in name, or an upload's original name and SHA-256 (never a
-    server path)."""
-    if config.dataset == BBC_NEWS:
-        return {"name": BBC_NEWS}
+    """Check the run's dataset against its task and the server's limits, before anything starts
+    (a dataset that does not fit the task is refused, naming both); return how a summary records
+    it: the built-in name, or an upload's original name and SHA-256 (never a server path)."""
+    def labels():
+        try:
+            return dataset_labels(config.model, config.task, config.dataset, config.text_column, config.label_column,
+                                  *file_stamp(config.dataset))
+        except ValueError as e:  # an upload by its name, never where the server keeps it
+            raise ValueError(str(e).replace(config.dataset, Path(config.dataset).name)) from None
+
+    if config.dataset in BUILT_IN:
+        labels()
+        return {"name": config.dataset}
     upload = Path(config.dataset)
     if not upload.is_file():  # the page stayed open longer than the server keeps uploads
         raise ValueError(f"the uploaded dataset {upload.name!r} is no longer on this server (uploads are deleted "
@@ -222,8 +318,8 @@ def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
     if size_mb > limits.max_upload_mb:
         raise ValueError(f"the dataset is {size_mb:.1f} MB, more than this server accepts "
                          f"({limits.max_upload_mb:g} MB; the --max-upload-mb flag of app.py sets it)")
-    classes = len(load_dataset(str(upload), config.text_column, config.label_column).label_names)
-    if classes > limits.max_classes:
+    classes = len(labels())  # a causal LM's "labels" are its short completions, not classes
+    if config.task != "causal-lm" and classes > limits.max_classes:
         raise ValueError(f"the dataset has {classes:,} classes, more than this server allows "
                          f"({limits.max_classes:,}; the --max-classes flag of app.py sets it)")
     return {"name": upload.name, "sha256": hashlib.sha256(upload.read_bytes()).hexdigest()}
@@ -232,7 +328,7 @@ def check_dataset(config: FinetuneConfig, limits: Limits) -> dict:
 def keep_dataset(config: FinetuneConfig, run_dir: Path) -> None:
     """Copy an uploaded dataset into the run directory (``data/<its name>``) and point ``config`` at
     the copy, relative to the run directory: the run can be resumed after the upload is cleaned away."""
-    if config.dataset != BBC_NEWS:
+    if config.dataset not in BUILT_IN:
         upload = Path(config.dataset)
         (run_dir / "data").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(upload, run_dir / "data" / upload.name)

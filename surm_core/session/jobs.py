@@ -258,11 +258,17 @@ class FinetuneJob:
             return f"Loading the model and the data… ({clock(elapsed)})"
         e = events[-1]
         text = f"Step {e['step']}/{e['total_steps']} on {e['device']}"
+        causal = self.config.task == "causal-lm"
         if e.get("loss") is not None:
-            text += f" · loss {e['loss']:.3f} · batch accuracy {e['train_acc']:.2f}"
-        evals = [x["eval_acc"] for x in events if x.get("eval_acc") is not None]
-        if evals:
-            text += f" · eval accuracy {evals[-1]:.3f}"
+            text += f" · loss {e['loss']:.3f}" + ("" if causal else f" · batch accuracy {e['train_acc']:.2f}")
+        if causal:
+            evals = [x for x in events if x.get("eval_loss") is not None]
+            if evals:
+                text += f" · eval loss {evals[-1]['eval_loss']:.3f}, perplexity {evals[-1]['perplexity']:.3g}"
+        else:
+            evals = [x["eval_acc"] for x in events if x.get("eval_acc") is not None]
+            if evals:
+                text += f" · eval accuracy {evals[-1]:.3f}"
         if self.summary is not None:
             return f"Done ({self.summary['stopped_reason']}): {text} · {clock(self.summary['wall_time_s'])} in all"
         text += f" · {clock(elapsed)} elapsed"

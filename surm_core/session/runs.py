@@ -7,6 +7,7 @@ SHA-256); the engine writes the rest (``metrics.jsonl``, ``summary.json``, the w
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -20,13 +21,18 @@ import zipfile
 from pathlib import Path
 
 from ..adapters import AdapterConfig, inject, trainable_report
-from ..finetune import load_snippet, predict, run_status
-from ..models import DEFAULT_MODEL, head_names, load_model
+from ..finetune import BASELINES, complete, load_snippet, predict, run_status
+from ..finetune.prepare import base_model
+from ..models import DEFAULT_MODEL, head_names
 
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = ["run", "method", "status", "trainable params", "eval acc", "best acc", "steps", "time (s)",
                "model", "dataset"]
+#: The runs table of causal-LM runs: their metrics instead of accuracy (exact match when the
+#: completions are short labels; the perplexity, exp(eval loss), is in the summary and the plot).
+CAUSAL_COLUMNS = ["run", "method", "status", "trainable params", "eval loss", "exact match", "steps", "time (s)",
+                  "model", "dataset"]
 #: A finished run's summary needs these to be shown (a summary missing any is skipped with a note).
 SUMMARY_KEYS = ("trainable_params", "final_eval_acc", "steps_done", "stopped_reason", "labels", "config")
 #: What a download holds: the weights, the engine's records and the app's.
@@ -134,15 +140,29 @@ def model_label(model: str | None) -> str:
     return Path(model).name if Path(model).is_absolute() else model
 
 
+def run_task(run: dict) -> str:
+    """The task a run trained for (runs made before there were tasks classified texts)."""
+    return run.get("task") or run["config"].get("task") or "text-classification"
+
+
+def columns(task: str) -> list[str]:
+    """The runs table's columns for runs of ``task``."""
+    return CAUSAL_COLUMNS if task == "causal-lm" else RUN_COLUMNS
+
+
 def runs_rows(runs: list[dict]) -> list[list]:
-    """The runs table: one row per run, columns :data:`RUN_COLUMNS`."""
+    """The runs table: one row per run, the columns of :func:`columns` for the runs' task."""
     def rounded(x, digits):
         return None if x is None else round(x, digits)
 
+    def metrics(r):
+        if run_task(r) == "causal-lm":
+            return [rounded(r.get("final_eval_loss"), 4), rounded(r.get("final_eval_acc"), 4)]
+        return [rounded(r.get("final_eval_acc"), 4), rounded(r.get("best_eval_acc"), 4)]
+
     return [[
-        r["name"], r["method"], r["status"], r.get("trainable_params"), rounded(r.get("final_eval_acc"), 4),
-        rounded(r.get("best_eval_acc"), 4), r.get("steps_done"), rounded(r.get("wall_time_s"), 1),
-        model_label(r["config"].get("model")), r["dataset"].get("name"),
+        r["name"], r["method"], r["status"], r.get("trainable_params"), *metrics(r), r.get("steps_done"),
+        rounded(r.get("wall_time_s"), 1), model_label(r["config"].get("model")), r["dataset"].get("name"),
     ] for r in runs]
 
 
@@ -165,10 +185,11 @@ def comparable(runs: list[dict], like: dict) -> list[dict]:
 
 @dataclasses.dataclass
 class RunsView:
-    """What the runs part of the page shows: the table (``rows``, filtered), notes on skipped
-    directories, the runs the charts compare (``charted``) with their ``references``, and the
-    names of every run of the workspace (the run picker)."""
+    """What the runs part of the page shows: the table (``rows`` under ``columns``, filtered),
+    notes on skipped directories, the runs the charts compare (``charted``) with their
+    ``references``, and the names of the task's runs of the workspace (the run picker)."""
 
+    columns: list[str]
     rows: list[list]
     notes: list[str]
     charted: list[dict]
@@ -176,20 +197,23 @@ class RunsView:
     names: list[str]
 
 
-def runs_view(workspace, active: dict | None = None, query: str = "", selected: str | None = None) -> RunsView:
-    """The runs of ``workspace`` whose table cells hold every word of ``query``; the charts compare
-    those on the model and data of the ``selected`` run (else of the latest evaluated one)."""
+def runs_view(workspace, active: dict | None = None, query: str = "", selected: str | None = None,
+              task: str = "text-classification") -> RunsView:
+    """The runs of ``task`` in ``workspace`` whose table cells hold every word of ``query``; the
+    charts compare those on the model and data of the ``selected`` run (else of the latest
+    evaluated one). Runs of one task at a time: their metrics differ (accuracy, eval loss)."""
     runs, notes = load_runs(workspace, active)
+    runs = [r for r in runs if run_task(r) == task]
     shown = filter_runs(runs, query)
     done = evaluated(shown)
     focus = next((r for r in done if r["name"] == selected), done[-1] if done else None)
     references = {}
     if focus:
         try:
-            references = reference_params(focus["config"]["model"], len(focus["labels"]))
+            references = reference_params(focus["config"]["model"], task, tuple(focus["labels"]))
         except ValueError:  # the model has gone since: the chart shows the runs alone
             pass
-    return RunsView(runs_rows(shown), notes, comparable(shown, focus) if focus else [], references,
+    return RunsView(columns(task), runs_rows(shown), notes, comparable(shown, focus) if focus else [], references,
                     [r["name"] for r in runs])
 
 
@@ -204,20 +228,66 @@ def find_run(runs: list[dict], name: str) -> dict:
 MAX_TRY_CHARS = 10_000
 
 
+def check_task_of(run: dict, task: str, action: str) -> None:
+    if run_task(run) != task:
+        raise ValueError(f"run {run['name']!r} is a {run_task(run)} run; {action} needs a {task} run")
+    if "trainable_params" not in run:
+        raise ValueError(f"run {run['name']!r} has no trained weights to try ({run['status']})")
+
+
 def classify(run: dict, text) -> dict[str, float]:
-    """``{label: probability}`` of ``text`` by a finished (or stopped) run."""
+    """``{label: probability}`` of ``text`` by a finished (or stopped) text-classification run."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("type a text to classify")
     if len(text) > MAX_TRY_CHARS:
         raise ValueError(f"the text has {len(text):,} characters; try at most {MAX_TRY_CHARS:,}")
-    if "trainable_params" not in run:
-        raise ValueError(f"run {run['name']!r} has no trained weights to try ({run['status']})")
+    check_task_of(run, "text-classification", "classifying a text")
     return predict(run["dir"], [text])[0]
 
 
+def classify_image(run: dict, image) -> dict[str, float]:
+    """``{label: probability}`` of the image file ``image`` by a finished image-classification run."""
+    if not image:
+        raise ValueError("choose an image to classify")
+    check_task_of(run, "image-classification", "classifying an image")
+    return predict(run["dir"], [str(image)])[0]
+
+
+#: Most tokens the try box generates for one prompt.
+MAX_NEW_TOKENS = 256
+
+
+def generate(run: dict, prompt, max_new_tokens=32) -> str:
+    """The greedy completion of ``prompt`` by a finished causal-LM run, up to ``max_new_tokens``
+    tokens (at most :data:`MAX_NEW_TOKENS`)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("type a prompt to complete")
+    if len(prompt) > MAX_TRY_CHARS:
+        raise ValueError(f"the prompt has {len(prompt):,} characters; try at most {MAX_TRY_CHARS:,}")
+    if isinstance(max_new_tokens, float) and max_new_tokens.is_integer():
+        max_new_tokens = int(max_new_tokens)
+    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+            or not 1 <= max_new_tokens <= MAX_NEW_TOKENS):
+        raise ValueError(f"max new tokens must be a whole number from 1 to {MAX_NEW_TOKENS}, got {max_new_tokens!r}")
+    check_task_of(run, "causal-lm", "completing a prompt")
+    return complete(run["dir"], [prompt], max_new_tokens)[0]
+
+
+#: How the other tasks' runs load their base model (the snippet is written for text classifiers).
+LOADERS = {"image-classification": "load_image_model(model, num_labels=len(labels))",
+           "causal-lm": "load_causal_lm(model)"}
+
+
 def snippet(run: dict) -> str:
-    """The Python that loads the run's download (``<name>.zip``) onto its base model."""
-    return load_snippet(run["dir"], zip_name=f"{run['name']}.zip")
+    """The Python that loads the run's download (``<name>.zip``) onto its base model; for an image
+    or causal-LM run, a comment that says how."""
+    task = run_task(run)
+    if task == "text-classification":
+        return load_snippet(run["dir"], zip_name=f"{run['name']}.zip")
+    weights = (f"model.load_state_dict(safetensors.torch.load_file('{run['name']}/trainable.safetensors'), strict=False)"
+               if run["config"]["method"] in BASELINES else f"surm_core.load_adapter(model, '{run['name']}/adapter')")
+    return (f"# A {task} run: unzip {run['name']}.zip into {run['name']}/, load the base model with\n"
+            f"# surm_core.models.{LOADERS[task]}, then\n# {weights}\n")
 
 
 def delete_run(run: dict) -> None:
@@ -262,15 +332,16 @@ def package_run(run: dict) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def reference_params(model: str, num_labels: int) -> dict[str, int]:
+def reference_params(model: str, task: str, labels: tuple[str, ...]) -> dict[str, int]:
     """Trainable parameters of LoRA r=8 (on the default targets) and of full fine-tuning for
-    ``model`` with a ``num_labels`` head: the reference lines of the parameter chart. Empty when
-    the model has no default targets for LoRA (the chart then shows the runs alone).
+    ``model`` trained for ``task`` (a classifier with a head for ``labels``): the reference
+    lines of the parameter chart. Empty when the model has no default targets for LoRA (the
+    chart then shows the runs alone).
     """
-    net, _ = load_model(model, num_labels=num_labels)
+    net = copy.deepcopy(base_model(model, task, labels))
+    head = [] if task == "causal-lm" else head_names(net)  # a causal LM keeps its pretrained head
     try:
-        lora = AdapterConfig("lowrank", hparams={"r": 8}, modules_to_save=head_names(net))
-        inject(net, lora)
+        inject(net, AdapterConfig("lowrank", hparams={"r": 8}, modules_to_save=head or None))
     except ValueError:
         log.warning("no LoRA reference for %s: no default adapter targets", model)
         return {}

@@ -23,17 +23,19 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..finetune import BBC_NEWS, FinetuneConfig, load_config, preview
+from ..finetune import FinetuneConfig, load_config, preview
 from ..search import Search, SearchSpace
-from ..search.study import counted, describe, describe_model, size_label, steps_saved
+from ..search.study import counted, describe, describe_model, goodness, objective_name, size_label, steps_saved
 from .device import DEVICE, DeviceLine
-from .finetune import Limits, check_dataset, check_steps, model_error
+from .finetune import BUILT_IN, MODEL_HINTS, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error
 from .jobs import process_env
 from .runs import SHARED
 
 log = logging.getLogger(__name__)
 
 TRIAL_COLUMNS = ["#", "state", "method", "size", "lr", "params", "accuracy", "note"]
+#: The trials table of a causal-LM search: its objective is the eval loss.
+LOSS_TRIAL_COLUMNS = [*TRIAL_COLUMNS[:6], "eval loss", *TRIAL_COLUMNS[7:]]
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
           TrialState.FAIL: "failed", TrialState.WAITING: "waiting"}
 #: Most trials one search started from the app may run.
@@ -42,20 +44,31 @@ LOG_FILE = "search.log"
 
 
 def search_settings(model, dataset, families, min_budget, max_budget, trials=12, steps=60, batch_size=16,
-                    max_length=64, seed=0, limits: Limits = Limits()) -> Search:
+                    max_length=64, seed=0, limits: Limits = Limits(), task: str = "text-classification",
+                    built_in: str | None = None) -> Search:
     """The search the page's fields describe, each checked with a message that names it; the
     model and the space are checked too (every family must fit the budget range on the model).
-    An empty or zero ``min_budget`` starts each family at its smallest member."""
+    An empty or zero ``min_budget`` starts each family at its smallest member. ``task`` and
+    ``built_in`` as for :func:`surm_core.session.finetune_config`: the objective is the task's
+    (accuracy, or a causal LM's eval loss)."""
     trials = whole("trials", trials)
     if trials > MAX_TRIALS:
         raise ValueError(f"trials = {trials} is more than a search here may run ({MAX_TRIALS})")
     steps = check_steps(whole("steps per trial", steps), limits)
     space = SearchSpace(list(families or []), max_budget=whole("max budget", max_budget),
                         min_budget=None if min_budget in (None, "", 0) else whole("min budget", min_budget))
-    model = (model or "").strip() or FinetuneConfig.model
+    task = check_task(task)
+    if task == "causal-lm" and "head-only" in space.families:
+        raise ValueError("head-only trains a classification head, and a causal language model has none: "
+                         "search adapter families only")
+    model = (model or "").strip()
+    if not model and task in MODEL_HINTS:
+        raise ValueError(f"{task} needs {MODEL_HINTS[task]}: type it in the model field")
+    model = model or FinetuneConfig.model
     if Path(model).expanduser().is_dir():  # the search process runs in its own directory
         model = str(Path(model).expanduser().resolve())
-    run = FinetuneConfig(model=model, dataset=dataset or BBC_NEWS, steps=steps, eval_every=max(1, steps // 3),
+    run = FinetuneConfig(model=model, task=task, dataset=dataset_choice(task, dataset, built_in), steps=steps,
+                         eval_every=max(1, steps // 3),
                          batch_size=whole("batch size", batch_size), max_length=whole("max length", max_length),
                          seed=whole("seed", seed, 0))
     check_dataset(run, limits)
@@ -97,6 +110,7 @@ def cli_args(search: Search, trials: int) -> list[str]:
             "--steps", str(run.steps), "--eval-every", str(run.eval_every), "--batch-size", str(run.batch_size),
             "--max-length", str(run.max_length), "--eval-size", "all" if run.eval_size is None else str(run.eval_size),
             "--model", run.model, "--dataset", run.dataset, "--seed", str(run.seed)]
+    args += ["--task", run.task] if run.task else []
     return args + (["--min-budget", str(space.min_budget)] if space.min_budget is not None else [])
 
 
@@ -112,7 +126,7 @@ class SearchJob:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._storage = None
-        if search.run.dataset != BBC_NEWS:  # the search keeps its own copy of an upload
+        if search.run.dataset not in BUILT_IN:  # the search keeps its own copy of an upload
             (self.out / "data").mkdir(exist_ok=True)
             shutil.copyfile(search.run.dataset, self.out / "data" / Path(search.run.dataset).name)
             search.run = dataclasses.replace(search.run, dataset=str((self.out / "data" / Path(search.run.dataset).name).resolve()))
@@ -217,7 +231,8 @@ def schema_written(db: Path) -> bool:
 
 
 def trial_dicts(study) -> list[dict]:
-    """Every trial of ``study`` as the page shows it (and :func:`visualize.search_front` draws it)."""
+    """Every trial of ``study`` as the page shows it (and :func:`visualize.search_front` draws it);
+    ``value`` is the objective: the accuracy, or a causal LM's eval loss (see :func:`objective`)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         state = STATES.get(t.state, t.state.name.lower())
@@ -229,15 +244,24 @@ def trial_dicts(study) -> list[dict]:
                 "failed": t.user_attrs.get("failure", ""), "stopped": "stopped; run again on resume"}.get(state, "")
         rows.append({"number": t.number, "state": state, "method": config.get("method", ""), "size": size_label(config),
                      "lr": config.get("lr"), "label": describe(t), "trainable_params": t.user_attrs.get("trainable_params"),
-                     "accuracy": t.value if state == "complete" else last, "note": note})
+                     "value": t.value if state == "complete" else last, "note": note})
     return rows
 
 
 def trial_rows(trials: list[dict]) -> list[list]:
     """The live table: one row of :data:`TRIAL_COLUMNS` per trial, the newest first."""
     return [[t["number"], t["state"], t["method"], t["size"], "" if t["lr"] is None else f"{t['lr']:.3g}",
-             t["trainable_params"] or "", "" if t["accuracy"] is None else round(t["accuracy"], 4), t["note"]]
+             t["trainable_params"] or "", "" if t["value"] is None else round(t["value"], 4), t["note"]]
             for t in reversed(trials)]
+
+
+def objective(study) -> str:
+    """``"accuracy"`` or ``"eval loss"``: what the study's trial values are (None: no study yet)."""
+    return "accuracy" if study is None else objective_name(study)
+
+
+def trial_columns(study) -> list[str]:
+    return LOSS_TRIAL_COLUMNS if objective(study) == "eval loss" else TRIAL_COLUMNS
 
 
 def finetune_fields(study, number: int) -> tuple[dict, str]:
@@ -262,7 +286,10 @@ def config_fields(c: dict, source: str) -> tuple[dict, str]:
     configuration whose ``nblocks``/``r`` the tab cannot set gets the budget its hyperparameters
     use, which the tab fits with ``from_budget`` (the note says so; the JSON file and the command
     line keep them)."""
-    fields = {"model": c["model"], "dataset": None if c["dataset"] == BBC_NEWS else c["dataset"], "method": c["method"],
+    upload = c["dataset"] not in BUILT_IN
+    fields = {"model": c["model"], "task": c.get("task") or "text-classification",
+              "dataset": c["dataset"] if upload else None, "built_in": None if upload else c["dataset"],
+              "method": c["method"],
               "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"], "warmup": c["warmup_ratio"],
               "max_length": c["max_length"], "seed": c["seed"], "eval_every": c["eval_every"], "eval_size": "all" if c["eval_size"] is None else str(c["eval_size"])}
     note = f"Filled from {source}."
@@ -287,8 +314,8 @@ def front_line(study) -> str:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return ""
-    top = max(complete, key=lambda t: (t.value, -t.user_attrs["trainable_params"]))
-    return (f"Best so far: trial {top.number}, {describe(top)}, accuracy {top.value:.4f} with "
+    top = max(complete, key=lambda t: (goodness(study, t.value), -t.user_attrs["trainable_params"]))
+    return (f"Best so far: trial {top.number}, {describe(top)}, {objective_name(study)} {top.value:.4f} with "
             f"{top.user_attrs['trainable_params']:,} trainable parameters.")
 
 
