@@ -18,33 +18,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from surm_core import session
-from test_app import finetune_args, served_app, shows, tiny_csv, tiny_model, wait_for
+from test_app import client, finetune_args, runs_dir, shows, tiny, url, wait_for  # noqa: F401 (fixtures: one served app per module)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return tiny_model(root / "model"), tiny_csv(root / "topics.csv")
-
-
-@pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="module")
-def url(runs_dir):
-    with served_app(runs_dir) as url:
-        yield url
-
-
-@pytest.fixture
-def client(url, tmp_path):
-    return Client(url, verbose=False, download_files=str(tmp_path))
 
 
 def training_pid(run_dir: Path) -> int:
