@@ -124,7 +124,7 @@ def singular_values(M, k: int | None = None) -> torch.Tensor:
 
 
 #: A family's own spectra decompose blocks that grow with its parameters; with more than this
-#: fraction of the dense map's count (a circulant of 1 × 1 tiles, LoRA of rank n/2) they cost
+#: fraction of the dense map's count (1 × 1 tiles of a tiled family, a rank of n/2) they cost
 #: about what the dense decomposition costs, and the ``cheap_*`` functions do not take them.
 CHEAP_STRUCTURE_FRACTION = 1 / 16
 

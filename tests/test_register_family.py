@@ -190,5 +190,6 @@ def test_generic_code_names_no_family():
     files = [root / "surm_core" / "analysis.py", root / "surm_core" / "explain.py", *sorted((root / "visualize").glob("*.py"))]
     pattern = re.compile(r"circulant|toeplitz|kronecker|monarch|lowrank|ldr|Circulant|Toeplitz|Kronecker|Monarch|LowRank|LDR")
     found = [f"{path.relative_to(root)}:{i}: {line.strip()}" for path in files
-             for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+             for i, line in enumerate(path.read_text().splitlines(), 1)
+             if pattern.search(line.replace("svd_lowrank", ""))]  # torch.svd_lowrank is torch's, not a family
     assert len(files) >= 6 and not found, "\n".join(found)

@@ -403,7 +403,7 @@ def test_the_trials_table_says_how_each_trial_ended():
 
 
 def test_the_front_figure_fades_pruned_and_running_trials():
-    trials = [{"number": n, "state": state, "method": method, "label": "", "trainable_params": params, "accuracy": acc}
+    trials = [{"number": n, "state": state, "method": method, "label": "", "trainable_params": params, "value": acc}
               for n, (state, method, params, acc) in enumerate([
                   ("complete", "lowrank", 100, 0.7), ("pruned", "lowrank", 50, 0.4), ("complete", "monarch", 200, 0.9),
                   ("running", "monarch", 80, 0.5), ("complete", "monarch", 300, 0.8), ("failed", "monarch", 90, None)])]

@@ -20,7 +20,7 @@ def search_front(trials, objective: str = "accuracy") -> go.Figure:
     """The objective (y: ``"accuracy"``, higher is better, or ``"eval loss"``, lower is better)
     against trainable parameters (log x) per trial, coloured by family, with the front as a step line.
 
-    >>> search_front([{"number": 0, "state": "complete", "method": "monarch", "label": "monarch nblocks=4",
+    >>> search_front([{"number": 0, "state": "complete", "method": "head-only", "label": "head-only",
     ...                "trainable_params": 11141, "value": 0.95}]).data[0].x
     (11141,)
     """
