@@ -59,7 +59,7 @@ def workspace_dir(runs_dir, key: str | None) -> Path:
 
 
 def new_run_dir(workspace, name: str) -> Path:
-    """A fresh ``workspace/<name>``, suffixed ``-2``, ``-3``, ... when the name is taken."""
+    """A fresh ``workspace/<name>`` (a run's or a search's), suffixed ``-2``, ``-3``, ... when the name is taken."""
     workspace = Path(workspace)
     workspace.mkdir(parents=True, exist_ok=True)
     for n in range(1, 1000):
@@ -69,7 +69,7 @@ def new_run_dir(workspace, name: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise ValueError(f"could not find a free run name like {name!r}; choose another name")
+    raise ValueError(f"could not find a free name like {name!r}; choose another name")
 
 
 def write_record(run_dir: Path, dataset: dict) -> None:

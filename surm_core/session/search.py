@@ -29,7 +29,7 @@ from ..search.study import counted, describe, describe_model, goodness, objectiv
 from .device import DEVICE, DeviceLine
 from .finetune import BUILT_IN, MODEL_HINTS, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error
 from .jobs import process_env
-from .runs import SHARED
+from .runs import SHARED, new_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,7 @@ def whole(name: str, value, low: int = 1) -> int:
 def search_dir(runs_dir, workspace: Path | None, name: str) -> Path:
     """Where a search of the workspace ``workspace`` (``None``: the shared one) lives: beside the
     runs, in ``<runs_dir>/searches/<workspace>/<name>``, a new directory each time."""
-    root = Path(runs_dir) / "searches" / (workspace.name if workspace is not None else SHARED)
-    root.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        path = root / (name if n == 1 else f"{name}-{n}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise ValueError(f"could not find a free search name like {name!r}")
+    return new_run_dir(Path(runs_dir) / "searches" / (workspace.name if workspace is not None else SHARED), name)
 
 
 def cli_args(search: Search, trials: int) -> list[str]:
