@@ -576,6 +576,9 @@ def test_api_explore_returns_the_solved_member_and_its_figures(client, n):
     (("lowrank", 64, 64, 10, 0, "Z1", "Z-1"), "the smallest needs 128"),
     (("circulant", 5000, 64, 64, 0, "Z1", "Z-1"), "larger than the explorer shows"),
     (("circulant", 64, 64, 64, 0, "Z1", "nope"), "not in the list of choices"),
+    (("circulant", 64, 64, "abc", 0, "Z1", "Z-1"), "budget must be a positive integer, got 'abc'"),
+    (("circulant", 64.5, 64, 64, 0, "Z1", "Z-1"), "d_out must be a positive integer, got 64.5"),
+    (("circulant", 64, 64, 64, None, "Z1", "Z-1"), "seed must be an integer"),
 ])
 def test_api_explore_bad_input_is_a_message_and_the_app_keeps_serving(client, args, message):
     with pytest.raises(AppError, match=message):
@@ -605,6 +608,16 @@ def test_api_compare_returns_curves_table_and_note(client):
     assert {t["name"] for t in json.loads(curves["plot"])["data"]} == set(FAMILIES)
     assert table["headers"] == session.TABLE_COLUMNS and len(table["data"]) == len(FAMILIES) - 1  # no dense
     assert "ldr is fitted iteratively" in note
+
+
+@pytest.mark.parametrize("args, message", [
+    (("psd", "abc", 64, 0), "n must be a positive integer, got 'abc'"),
+    (("psd", 16, 64.5, 0), "budget must be a positive integer, got 64.5"),
+    (("psd", 16, 64, -1), "seed must be an integer"),
+])
+def test_api_compare_bad_numbers_are_our_messages(client, args, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/compare")
 
 
 def finetune_args(tiny, method="circulant", steps=6, dataset=None, model=None):

@@ -31,9 +31,9 @@ def build(demo: gr.Blocks, large, max_size: int = session.MAX_EXPLORE_SIZE) -> C
     """``large``: the Explore tab's large-text checkbox (one setting for the page)."""
     with gr.Row():
         kind = gr.Dropdown(list(session.TARGET_KINDS), value="gaussian", label="target", elem_id="target")
-        size = gr.Number(64, precision=0, label="size n", elem_id="size")
-        table_budget = gr.Number(512, precision=0, label="table budget", elem_id="table_budget")
-        compare_seed = gr.Number(0, precision=0, label="seed", elem_id="compare_seed")
+        size = gr.Number(64, label="size n", elem_id="size")
+        table_budget = gr.Number(512, label="table budget", elem_id="table_budget")
+        compare_seed = gr.Number(0, label="seed", elem_id="compare_seed")
         compare_btn = gr.Button("Compare", variant="primary", elem_id="compare_btn")
     families = gr.CheckboxGroup(list(FAMILIES), value=list(FAMILIES), label="families", elem_id="families")
     curves = gr.Plot(label="approximation curves", elem_id="curves")

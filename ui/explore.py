@@ -47,10 +47,12 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
     with gr.Row():
         with gr.Column(scale=1, min_width=250):
             family = gr.Dropdown(list(FAMILIES), value="circulant", label="family", elem_id="family")
+            # numbers without Gradio's precision: the session says what is wrong with 64.5, 'abc' or
+            # None (precision=0 answers "Could not preprocess input component" through the API)
             with gr.Row():
-                d_out = gr.Number(64, precision=0, label="d_out", min_width=80, elem_id="d_out")
-                d_in = gr.Number(64, precision=0, label="d_in", min_width=80, elem_id="d_in")
-            budget = gr.Number(64, precision=0, label="budget (parameters)", elem_id="budget",
+                d_out = gr.Number(64, label="d_out", min_width=80, elem_id="d_out")
+                d_in = gr.Number(64, label="d_in", min_width=80, elem_id="d_in")
+            budget = gr.Number(64, label="budget (parameters)", elem_id="budget",
                                info="circulant needs at least 64; the dense map has 4,096")
             slider = gr.Slider(0, session.SLIDER_STEPS, value=0, step=1, label="budget, log scale", show_label=False,
                                container=False,
@@ -60,7 +62,7 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
                 op_a = gr.Dropdown(list(session.OPERATORS), value="Z1", label="A", min_width=90, elem_id="op_a")
                 op_b = gr.Dropdown(list(session.OPERATORS), value="Z-1", label="B", min_width=90, elem_id="op_b")
             with gr.Row(equal_height=True):
-                seed = gr.Number(0, precision=0, label="seed", min_width=90, elem_id="seed")
+                seed = gr.Number(0, label="seed", min_width=90, elem_id="seed")
                 large = gr.Checkbox(False, label="large text", min_width=90, elem_id="large")
         with gr.Column(scale=2, min_width=320):
             heatmap = gr.Plot(first.heatmap, label="ΔW", elem_id="heatmap")
