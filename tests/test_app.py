@@ -681,7 +681,7 @@ def test_api_one_finetune_at_a_time_queue_then_stop(url, tiny, tmp_path):
     running = first.submit(*finetune_args(tiny, steps=5000), api_name="/finetune")
     wait_for(lambda: shows(running, "Step"), "the first fine-tune to stream progress")
     # a second Start from the same page gets an answer: refused, and why
-    with pytest.raises(AppError, match="your fine-tune 'circulant-16-q,v-s0.*' is training; one at a time per page"):
+    with pytest.raises(AppError, match="your fine-tune 'circulant-16-q,v-s0.*' is running; one at a time per page"):
         first.predict(*finetune_args(tiny), api_name="/finetune")
     # exploring is not held up by the fine-tune (its own process)
     assert first.predict("circulant", 8, 8, 8, 0, "Z1", "Z-1", api_name="/explore")[0]["num_params"] == 8

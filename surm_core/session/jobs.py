@@ -17,15 +17,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import surm_core
 from ..finetune import FinetuneConfig, load_config, run_status
 from .device import DEVICE, DeviceLine
 from .finetune import (Limits, check_dataset, check_run_name, default_run_name, device_name, keep_dataset,
                        model_error)
+from .processes import Jobs, ProcessJob, process_env
 from .runs import new_run_dir, write_record
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,6 @@ LOG_FILE = "process.log"
 #: Seconds a training process takes to start (Python, torch, transformers) before it loads the
 #: model: about 5 s on an idle 2-core CPU; added to the engine's estimate, which starts later.
 STARTUP_S = 5.0
-#: The directory that holds ``surm_core``: the training process imports it from there.
-SOURCE_ROOT = str(Path(surm_core.__file__).resolve().parent.parent)
 
 
 def new_run(workspace, config: FinetuneConfig, name: str | None, limits: Limits) -> "FinetuneJob":
@@ -88,11 +85,6 @@ def estimate_line(e: dict) -> str:
             f"{'s' if e['evals'] != 1 else ''} × {e['eval_each_s']:.1f} s (measured on {device_name()}).")
 
 
-def process_env() -> dict:
-    """The environment of a training process: this one's, with ``surm_core`` importable."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-
-
 def resumed_run(run_dir) -> "FinetuneJob":
     """A job that continues the stopped or killed run in ``run_dir`` from its last checkpoint (the
     engine's ``--resume``); not started yet. ``ValueError`` (saying why) if it cannot resume."""
@@ -103,67 +95,34 @@ def resumed_run(run_dir) -> "FinetuneJob":
     return FinetuneJob(run_dir, load_config(run_dir / "config.json"), resume=True)
 
 
-class FinetuneJob:
+class FinetuneJob(ProcessJob):
     """One run's training process: it waits for the device in ``line``, then trains in ``run_dir``.
 
     Poll ``status()``, ``events()`` and ``progress()``; at the end ``summary`` (the engine's
     ``summary.json``) or ``error`` (a message for people) is set.
     """
 
+    what = "training"
+    log_file = LOG_FILE
+
     def __init__(self, run_dir, config: FinetuneConfig, resume: bool = False, line: DeviceLine = DEVICE):
-        self.run_dir = Path(run_dir)
+        super().__init__(run_dir, line)
         self.config = config
         self.resume = resume
-        self.line = line
-        self.process: subprocess.Popen | None = None
         self.summary: dict | None = None
-        self.error: str | None = None
-        self.started: float | None = None  # when the process started (time.monotonic)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()  # between starting the process and stopping it
         self._events: list[dict] = []
         self._read = (None, 0)  # the metrics file (its inode) and how many of its bytes are parsed
-        self._old_file = None  # a resumed run's metrics file (inode) until the engine rewrites it
-        self._thread = threading.Thread(target=self._run, name=f"finetune {self.name}", daemon=True)
+        # a resumed run's metrics file (inode) until the engine rewrites it
+        self._old_file = (self.run_dir / "metrics.jsonl").stat().st_ino if resume else None
 
     @property
-    def name(self) -> str:
-        return self.run_dir.name
+    def run_dir(self) -> Path:
+        return self.cwd
 
     def command(self) -> list[str]:
         # the process runs in the run directory, where config.json names it "." (its out_dir)
         args = ["--resume", "."] if self.resume else ["--config", "config.json"]
         return [sys.executable, "-m", "surm_core.finetune", *args]
-
-    def start(self) -> "FinetuneJob":
-        self.line.join(self)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            if not self.line.wait_turn(self, self._stop):
-                self.error = "stopped before it started"
-                return
-            with self._lock, open(self.run_dir / LOG_FILE, "ab") as out:
-                if self._stop.is_set():
-                    self.error = "stopped before it started"
-                    return
-                if self.resume:
-                    self._old_file = (self.run_dir / "metrics.jsonl").stat().st_ino
-                # a session of its own: a Ctrl-C in the server's terminal reaches the server, which
-                # then stops each run once (stop_all), rather than every process twice
-                self.process = subprocess.Popen(self.command(), cwd=self.run_dir, env=process_env(), stdout=out,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
-                self.started = time.monotonic()
-            self.process.wait()
-        except Exception as e:  # could not even start a process: say so, keep serving
-            log.exception("fine-tune %s could not start", self.run_dir)
-            self.error = f"could not start the training process ({type(e).__name__}: {e})"
-        finally:
-            self.line.leave(self)
-            self._finish()
 
     def _finish(self) -> None:
         """Read the summary, or turn the process's end into a message; a run that never trained
@@ -180,14 +139,11 @@ class FinetuneJob:
 
     def _failure(self) -> str:
         code = self.process.returncode
-        try:
-            lines = (self.run_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            lines = []
+        lines = self.log_lines()
         reported = [line[len("error: "):] for line in lines if line.startswith("error: ")]
         if reported:
             return model_error(reported[-1], self.config.model)
-        if self._stop.is_set() and code in (0, -signal.SIGINT):
+        if self.stopping and code in (0, -signal.SIGINT):
             return "stopped before it started training"
         if code < 0:
             status = run_status(self.run_dir)
@@ -196,31 +152,6 @@ class FinetuneJob:
         log.error("fine-tune %s failed (exit code %s); the end of %s:\n%s", self.run_dir, code, LOG_FILE,
                   "\n".join(lines[-20:]))
         return f"the training process failed (exit code {code}): {lines[-1] if lines else 'no output'}"
-
-    def stop(self) -> None:
-        """Leave the line, or ask the process to stop after its current step (keeping what it reached).
-
-        Only the first call signals: the command line takes a second Ctrl-C as "interrupt at once",
-        which would lose the evaluation of what the run reached. A job that has ended is not
-        stopped (its failure stays a failure)."""
-        with self._lock:
-            if self._stop.is_set() or self.done():
-                return
-            self._stop.set()
-            if self.process is not None and self.process.poll() is None:
-                self.process.send_signal(signal.SIGINT)
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds; True once the job has ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
 
     def events(self) -> list[dict]:
         """The engine's events so far (every line of ``metrics.jsonl`` written completely)."""
@@ -286,44 +217,7 @@ def clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-class Finetunes:
-    """The fine-tunes this server started, at most one per owner (a browser session) at a time;
-    all of them wait for the device in one line."""
+class Finetunes(Jobs):
+    """The fine-tunes this server started, at most one per owner (a browser session) at a time."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._jobs: dict[str, FinetuneJob] = {}
-
-    def start(self, owner: str, make_job) -> FinetuneJob:
-        """Start ``make_job()`` for ``owner``, unless a job of theirs is still going (a ``ValueError``
-        that says which)."""
-        with self._lock:
-            job = self._jobs.get(owner)
-            if job is not None and not job.done():
-                where = "is waiting for the device" if job.process is None else "is training"
-                raise ValueError(f"your fine-tune {job.name!r} {where}; one at a time per page: press Stop, "
-                                 "or wait until it ends")
-            job = self._jobs[owner] = make_job().start()
-            return job
-
-    def of(self, owner: str) -> FinetuneJob | None:
-        """``owner``'s latest job (running or ended), if any."""
-        return self._jobs.get(owner)
-
-    def forget(self, owner: str) -> None:
-        with self._lock:
-            self._jobs.pop(owner, None)
-
-    def active(self) -> dict[Path, str]:
-        """The run directories of the jobs not ended yet: ``"queued"`` or ``"running"``."""
-        return {job.run_dir: "queued" if job.process is None else "running"
-                for job in list(self._jobs.values()) if not job.done()}
-
-    def stop_all(self, timeout: float = 60) -> None:
-        """Stop every job (the runs keep what they reached), waiting up to ``timeout`` seconds in all."""
-        jobs = list(self._jobs.values())
-        for job in jobs:
-            job.stop()
-        deadline = time.monotonic() + timeout
-        for job in jobs:
-            job.wait(max(0.0, deadline - time.monotonic()))
+    what = "fine-tune"

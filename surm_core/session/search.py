@@ -13,11 +13,8 @@ import dataclasses
 import json
 import logging
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import optuna
@@ -28,7 +25,7 @@ from ..search import Search, SearchSpace
 from ..search.study import counted, describe, describe_model, goodness, objective_name, size_label, steps_saved
 from .device import DEVICE, DeviceLine
 from .finetune import BUILT_IN, MODEL_HINTS, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error
-from .jobs import process_env
+from .processes import Jobs, ProcessJob
 from .runs import SHARED, new_run_dir
 
 log = logging.getLogger(__name__)
@@ -105,70 +102,37 @@ def cli_args(search: Search, trials: int) -> list[str]:
     return args + (["--min-budget", str(space.min_budget)] if space.min_budget is not None else [])
 
 
-class SearchJob:
+class SearchJob(ProcessJob):
     """One search's process: it waits for the device in ``line``, then runs its trials in
     ``out``. Poll ``status()`` and ``trials()``; Stop is the command line's Ctrl-C (the running
     trial ends after its current step)."""
 
+    what = "search"
+    log_file = LOG_FILE
+
     def __init__(self, out: Path, search: Search, trials: int, line: DeviceLine = DEVICE):
-        self.out, self.search, self.n_trials, self.line = Path(out), search, trials, line
-        self.process: subprocess.Popen | None = None
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        super().__init__(out, line)
+        self.search, self.n_trials = search, trials
         self._storage = None
         if search.run.dataset not in BUILT_IN:  # the search keeps its own copy of an upload
             (self.out / "data").mkdir(exist_ok=True)
             shutil.copyfile(search.run.dataset, self.out / "data" / Path(search.run.dataset).name)
             search.run = dataclasses.replace(search.run, dataset=str((self.out / "data" / Path(search.run.dataset).name).resolve()))
-        self._thread = threading.Thread(target=self._run, name=f"search {self.out.name}", daemon=True)
 
     @property
-    def name(self) -> str:
-        return self.out.name
+    def out(self) -> Path:
+        return self.cwd
 
-    def start(self) -> "SearchJob":
-        self.line.join(self)
-        self._thread.start()
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "surm_core.search", *cli_args(self.search, self.n_trials)]
 
-    def _run(self) -> None:
-        try:
-            if not self.line.wait_turn(self, self._stop):
-                self.error = "stopped before it started"
-                return
-            with self._lock, open(self.out / LOG_FILE, "ab") as out:
-                if self._stop.is_set():
-                    self.error = "stopped before it started"
-                    return
-                self.process = subprocess.Popen([sys.executable, "-m", "surm_core.search", *cli_args(self.search, self.n_trials)],
-                                                cwd=self.out, env=process_env(), stdout=out, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL)
-            self.process.wait()
-            if self.process.returncode != 0:
-                lines = (self.out / LOG_FILE).read_text(errors="replace").splitlines()
-                reported = [x[len("error: "):] for x in lines if x.startswith("error: ")]
-                self.error = reported[-1] if reported else f"the search process failed (exit code {self.process.returncode})"
-                log.error("search %s failed:\n%s", self.out, "\n".join(lines[-20:]))
-        except Exception as e:  # could not even start a process: say so, keep serving
-            log.exception("search %s could not start", self.out)
-            self.error = f"could not start the search process ({type(e).__name__}: {e})"
-        finally:
-            self.line.leave(self)
-
-    def stop(self) -> None:
-        """Leave the line, or ask the process to stop after the running trial's current step."""
-        with self._lock:
-            self._stop.set()
-            if self.process is not None and self.process.poll() is None:
-                self.process.send_signal(signal.SIGINT)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
+    def _finish(self) -> None:
+        if self.process is None or self.process.returncode == 0:
+            return
+        lines = self.log_lines()
+        reported = [x[len("error: "):] for x in lines if x.startswith("error: ")]
+        self.error = reported[-1] if reported else f"the search process failed (exit code {self.process.returncode})"
+        log.error("search %s failed:\n%s", self.out, "\n".join(lines[-20:]))
 
     def study(self):
         """The search's Optuna study, once its process has created it (else None)."""
@@ -203,7 +167,7 @@ class SearchJob:
         text = f"{done} of {self.n_trials} trials done ({pruned} pruned), {run_steps:,} steps run, {saved:,} saved by pruning"
         if self.done():
             return f"Done: {text}." if done >= self.n_trials else f"Stopped: {text}."
-        if self._stop.is_set():
+        if self.stopping:
             return f"{text} · stopping after the current step…"
         return f"{text} · " + ("a trial is running" if running else "finishing" if done >= self.n_trials else "starting a trial")
 
@@ -310,28 +274,7 @@ def front_line(study) -> str:
             f"{top.user_attrs['trainable_params']:,} trainable parameters.")
 
 
-class Searches:
+class Searches(Jobs):
     """The searches this server started, at most one per owner (a browser session) at a time."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._jobs: dict[str, SearchJob] = {}
-
-    def start(self, owner: str, make_job) -> SearchJob:
-        with self._lock:
-            job = self._jobs.get(owner)
-            if job is not None and not job.done():
-                raise ValueError(f"your search {job.name!r} is still going; one at a time per page: press Stop, or wait")
-            job = self._jobs[owner] = make_job().start()
-            return job
-
-    def of(self, owner: str) -> SearchJob | None:
-        return self._jobs.get(owner)
-
-    def stop_all(self, timeout: float = 60) -> None:
-        jobs = list(self._jobs.values())
-        for job in jobs:
-            job.stop()
-        for job in jobs:
-            job.wait(timeout)
-
+    what = "search"
