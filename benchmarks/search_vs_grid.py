@@ -26,13 +26,15 @@ from optuna.trial import TrialState
 from surm_core.search.study import describe
 
 
-def grid_rows(runs: list[dict]) -> list[dict]:
-    """The study's table rows: configurations run on more than one seed, with their mean."""
+def grid_rows(runs: list[dict], seed: int | None = None) -> list[dict]:
+    """The study's table rows: configurations run on more than one seed, with their mean (or,
+    with ``seed``, their accuracy on that seed: the search's trials run on one seed too, and the
+    grid's seeds differ by more than the tolerance)."""
     groups = defaultdict(list)
     for r in runs:
         groups[(r["method"], r["label"], r["lr"])].append(r)
     return [{"name": f"{m} {label}".strip(), "lr": lr, "trainable_params": rs[0]["trainable_params"],
-             "mean": statistics.fmean(r["acc"] for r in rs)}
+             "mean": statistics.fmean(r["acc"] for r in rs if seed is None or r["seed"] == seed)}
             for (m, label, lr), rs in groups.items() if len(rs) > 1]
 
 
@@ -52,9 +54,10 @@ def finished_in_order(study) -> list:
     return sorted((t for t in trials if "steps" in t.user_attrs), key=lambda t: t.datetime_complete)
 
 
-def report(trials: list, runs: list[dict], grid_steps: int, tolerance: float) -> list[str]:
+def report(trials: list, runs: list[dict], grid_steps: int, tolerance: float, seed: int | None = None) -> list[str]:
     """The comparison as Markdown lines: a row per level of the grid's front, then a summary.
-    ``trials`` are the search's finished trials in the order they finished."""
+    ``trials`` are the search's finished trials in the order they finished; ``seed``: the grid's
+    accuracies on that seed, not the means of its seeds."""
     grid_total = len(runs) * grid_steps
     spent, total = [], 0
     for t in trials:
@@ -63,10 +66,11 @@ def report(trials: list, runs: list[dict], grid_steps: int, tolerance: float) ->
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     lines = [f"grid: {len(runs)} runs × {grid_steps} steps = {grid_total:,} trial-steps; search: {len(trials)} "
              f"trial{'s' * (len(trials) != 1)} ({pruned} pruned), {total:,} trial-steps = {total / grid_total:.2f} of the grid's",
-             "", f"| trainable ≤ | grid's best (mean of its seeds) | search's first within {tolerance * 100:g} points "
+             "", f"| trainable ≤ | grid's best ({'mean of its seeds' if seed is None else f'seed {seed}'}) | search's first within {tolerance * 100:g} points "
              "(one seed) | accuracy | trial-steps until then | / grid |", "|---|---|---|---|---|---|"]
     found = []
-    for p, row in levels(grid_rows(runs)):
+    front = levels(grid_rows(runs, seed))
+    for p, row in front:
         hit = next((i for i, t in enumerate(trials) if t.state == TrialState.COMPLETE
                     and t.user_attrs["trainable_params"] <= p and t.value >= row["mean"] - tolerance), None)
         grid = f"{row['name']} (lr {row['lr']:g}) {row['mean']:.4f}"
@@ -77,7 +81,7 @@ def report(trials: list, runs: list[dict], grid_steps: int, tolerance: float) ->
         found.append(spent[hit])
         lines.append(f"| {p:,} | {grid} | trial {t.number}: {describe(t)}, {t.user_attrs['trainable_params']:,} params | "
                      f"{t.value:.4f} | {spent[hit]:,} | {spent[hit] / grid_total:.2f} |")
-    n = len(levels(grid_rows(runs)))
+    n = len(front)
     lines.append("")
     if len(found) == n:
         lines.append(f"every level of the grid's front found after {max(found):,} trial-steps: "
@@ -95,11 +99,12 @@ def main(argv=None):
     ap.add_argument("--grid", default="benchmarks/runs.jsonl", help="the grid study's runs")
     ap.add_argument("--grid-steps", type=int, default=60, help="steps of each grid run")
     ap.add_argument("--tolerance", type=float, default=0.005, help="accuracy a match may lie below the grid's best")
+    ap.add_argument("--grid-seed", type=int, help="compare with the grid's runs on this seed (default: the means of its seeds)")
     args = ap.parse_args(argv)
     runs = [json.loads(line) for line in Path(args.grid).read_text().splitlines()]
     search = Path(args.search)
     study = optuna.load_study(study_name=args.study or search.resolve().name, storage=f"sqlite:///{search / 'study.db'}")
-    print("\n".join(report(finished_in_order(study), runs, args.grid_steps, args.tolerance)))
+    print("\n".join(report(finished_in_order(study), runs, args.grid_steps, args.tolerance, args.grid_seed)))
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ def test_search_vs_grid_counts_the_trial_steps_until_each_level_of_the_grid_fron
                                      ("lowrank", "r=1", 300, 0.85), ("monarch", "budget=16", 400, 0.95)]
             for seed in (0, 1)]  # means 0.805, 0.905, 0.855, 0.955; 8 runs of 10 steps
     assert [p for p, _ in search_vs_grid.levels(search_vs_grid.grid_rows(runs))] == [100, 200, 400]  # 300 adds nothing
+    assert [round(r["mean"], 4) for r in search_vs_grid.grid_rows(runs, seed=1)] == [0.81, 0.91, 0.86, 0.96]
 
     def trial(number, state, params, acc, steps):
         config = {"method": "circulant", "budget": 8, "hparams": None, "lr": 0.02}
@@ -182,6 +183,8 @@ def test_search_vs_grid_counts_the_trial_steps_until_each_level_of_the_grid_fron
         "| 200 | circulant budget=8 (lr 0.01) 0.9050 | trial 0: circulant budget=8 lr=0.02, 200 params | 0.9020 | 10 | 0.12 |",
         "| 400 | monarch budget=16 (lr 0.01) 0.9550 | not found | | | |"]
     assert lines[-1] == "2 of the grid's 3 front levels found in 34 trial-steps (0.42 of the grid's 80)"
+    on_seed_0 = search_vs_grid.report(trials, runs, grid_steps=10, tolerance=0.005, seed=0)
+    assert "grid's best (seed 0)" in on_seed_0[2] and on_seed_0[6].startswith("| 400 | monarch budget=16 (lr 0.01) 0.9500 |")
     trials.append(trial(4, TrialState.COMPLETE, 350, 0.951, 10))
     assert search_vs_grid.report(trials, runs, 10, 0.005)[-1] == (
         "every level of the grid's front found after 44 trial-steps: 0.55 of the grid's 80")
