@@ -1,4 +1,5 @@
 """Figure builders: trace types, and the numbers each figure carries equal the analysis results."""
+import math
 import numpy as np
 import plotly.graph_objects as go
 import pytest
@@ -414,6 +415,16 @@ def test_parameter_bars_carry_the_counts_and_references():
     assert list(bars.y) == [r["trainable_params"] for r in RUNS]
     assert sorted(s.y0 for s in fig.layout.shapes) == [147456, 22_713_218]
     assert is_empty_with_hint(parameter_bars([]), "No runs")
+
+
+def test_parameter_bars_label_their_log_axis_with_whole_numbers_only():
+    # a range under two decades: plotly labelled the minor ticks "4 3 2" between 100 and 1000
+    runs = [{"name": "a", "method": "circulant", "trainable_params": 66}, {"name": "b", "trainable_params": 162}]
+    axis = parameter_bars(runs, references={"LoRA r=8": 546}).layout.yaxis
+    assert axis.range[0] < math.log10(66) and axis.range[1] > math.log10(546)
+    assert list(axis.ticktext) == ["50", "100", "200", "500", "1,000"]
+    wide = parameter_bars(runs, references={"full": 3346}).layout.yaxis  # two decades or more: powers of ten
+    assert wide.dtick == 1 and wide.exponentformat == "power" and wide.ticktext is None
 
 
 def test_parameter_bars_draw_runs_with_equal_labels_as_separate_bars():

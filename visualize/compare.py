@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from surm_core import FAMILIES, analysis, from_budget
 from surm_core.families import check_size, family_class
 
-from .matrices import as_matrix, log_ticks, matrix_trace, stride_for
-from .style import DIVERGING, OTHER_COLOR, color, figure
+from .matrices import as_matrix, matrix_trace, stride_for
+from .style import DIVERGING, OTHER_COLOR, color, figure, log_ticks
 
 TARGETS = ("gaussian", "psd", "minilm_query")
 #: The packaged MiniLM's layer-0 attention query weight, a 384 × 384 matrix.

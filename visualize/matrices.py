@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 from surm_core import analysis
 from surm_core.families import StructuredMatrix
 
-from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure, title_margin
+from .style import DIVERGING, GRID_LINE, OTHER_COLOR, color, empty_figure, figure, log_ticks, title_margin
 
 #: Heatmaps show at most this many rows and columns; a larger matrix is shown in cells of s × s
 #: entries, each cell holding its entry of largest magnitude (so the browser gets ~65k numbers,
@@ -177,22 +177,6 @@ def _log_axis(values: list[torch.Tensor]) -> tuple[float, list[float]]:
     top = max(float(v[0]) for v in values)
     low = max(min(float(v[v > 0].min()) for v in values), top * 1e-17)
     return low, [math.log10(low) - 0.2, math.log10(top) + 0.2]
-
-
-def log_ticks(log_range: list[float]) -> dict:
-    """Tick labels of a log axis over ``log_range`` (log10 units), each one a whole number: powers
-    of ten (every few decades) when it spans two decades or more, else 1-2-5 steps (plotly would label the minor
-    ticks with a bare leading digit, "9 8 7 … 2", which reads as nonsense below 1).
-
-    >>> log_ticks([-0.2, 0.5])["ticktext"]
-    ['1', '2']
-    """
-    low, high = log_range
-    if high - low >= 2:  # a power of ten every few decades: at most ~7 labels
-        return dict(dtick=math.ceil((high - low) / 7), exponentformat="power")
-    values = [m * 10.0 ** e for e in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
-    shown = [v for v in values if low <= math.log10(v) <= high]
-    return dict(tickvals=shown, ticktext=[f"{v:.3g}" for v in shown])
 
 
 def _values_trace(s: torch.Tensor, **scatter) -> go.Scatter:

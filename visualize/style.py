@@ -1,6 +1,8 @@
 """The explorer's look, defined once: template, colours, diverging scale, empty figures."""
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -72,3 +74,21 @@ def empty_figure(title: str, hint: str) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
+
+
+def log_ticks(log_range: list[float]) -> dict:
+    """Tick labels of a log axis over ``log_range`` (log10 units), each one a whole number: powers
+    of ten (every few decades) when it spans two decades or more, else 1-2-5 steps (plotly would label the minor
+    ticks with a bare leading digit, "9 8 7 … 2", which reads as nonsense below 1).
+
+    >>> log_ticks([-0.2, 0.5])["ticktext"]
+    ['1', '2']
+    >>> log_ticks([2.5, 3.5])["ticktext"]
+    ['500', '1,000', '2,000']
+    """
+    low, high = log_range
+    if high - low >= 2:  # a power of ten every few decades: at most ~7 labels
+        return dict(dtick=math.ceil((high - low) / 7), exponentformat="power")
+    values = [m * 10.0 ** e for e in range(math.floor(low), math.ceil(high) + 1) for m in (1, 2, 5)]
+    shown = [v for v in values if low <= math.log10(v) <= high]
+    return dict(tickvals=shown, ticktext=[f"{v:,.0f}" if v >= 1 else f"{v:g}" for v in shown])

@@ -16,7 +16,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import GRID_LINE, OTHER_COLOR, SERIES_COLORS, color, empty_figure, figure
+from .style import GRID_LINE, OTHER_COLOR, SERIES_COLORS, color, empty_figure, figure, log_ticks
 
 
 def _check_dicts(name: str, items) -> list[dict]:
@@ -108,6 +108,10 @@ def parameter_bars(runs, references: dict[str, int] | None = None) -> go.Figure:
                          hovertext=[_label(r) for r in runs], hovertemplate="%{hovertext}: %{y:,}<extra></extra>",
                          texttemplate="%{y:.3s}", textposition="outside"))
     fig.update_xaxes(tickmode="array", tickvals=positions, ticktext=[_label(r) for r in runs])
+    # whole-number ticks (plotly labels a log axis's minor ticks "4 3 2"), room above the labels
+    counts = [_params(r) for r in runs] + list((references or {}).values())
+    log_range = [math.log10(min(counts)) - 0.3, math.log10(max(counts)) + 0.3]
+    fig.update_yaxes(range=log_range, **log_ticks(log_range))
     for name, count in (references or {}).items():
         fig.add_hline(y=count, line=dict(color=OTHER_COLOR, dash="dash", width=1))
         # annotations on a log axis are placed in log10 units (shapes are not)
