@@ -433,6 +433,8 @@ def test_the_tab_reads_a_search_database_only_once_its_process_wrote_it(tiny, tm
     ({"max_budget": 8}, "below every family's smallest on this model"),
     ({"steps": 10**6}, "is more than this server allows"),
     ({"model": "/nonexistent/model"}, "could not load a model from '/nonexistent/model'"),
+    ({"model": "x" * 100_000}, "the model name is 100,000 characters long"),  # was an OSError (name too long)
+    ({"model": 5}, "a model name must be a string"),  # was an AttributeError
 ])
 def test_search_tab_settings_are_checked_with_clear_messages(tiny, change, message):
     from surm_core import session

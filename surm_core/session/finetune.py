@@ -97,6 +97,21 @@ def typed_model_task(model, current: str) -> str:
         return current
 
 
+def model_field(model, task: str) -> str:
+    """The model field's value as the engine takes it: empty is the packaged MiniLM, for text
+    classification (the other tasks ask for a model); a name that cannot be one is refused
+    (:func:`surm_core.models.check_name`); a local directory becomes its absolute path (the
+    training or search process runs in a directory of its own)."""
+    if not (model and str(model).strip()) and task in MODEL_HINTS:
+        raise ValueError(f"{task} needs {MODEL_HINTS[task]}: type it in the model field (the packaged MiniLM is a "
+                         "text model)")
+    model = check_name(model if model and str(model).strip() else DEFAULT_MODEL).strip()
+    # os.path.isdir: Path.is_dir raises on a name too long for the file system
+    if os.path.isdir(Path(model).expanduser()):
+        model = str(Path(model).expanduser().resolve())
+    return model
+
+
 def dataset_choice(task: str, upload: str | None, built_in: str | None) -> str:
     """The dataset a run of ``task`` trains on: the upload if there is one, else the chosen
     built-in dataset (else the task's first), refused when it does not fit the task."""
@@ -157,13 +172,7 @@ def finetune_config(model: str | None, dataset: str | None, method: str, budget=
     else:
         size, hparams, target_modules = check_size("budget", budget), None, parse_targets(targets, custom_targets)
     task = check_task(task)
-    if not (model and str(model).strip()) and task in MODEL_HINTS:
-        raise ValueError(f"{task} needs {MODEL_HINTS[task]}: type it in the model field (the packaged MiniLM is a "
-                         "text model)")
-    model = check_name(model if model and str(model).strip() else DEFAULT_MODEL).strip()
-    # os.path.isdir: Path.is_dir raises on a name too long for the file system
-    if os.path.isdir(Path(model).expanduser()):  # the training process runs in the run directory
-        model = str(Path(model).expanduser().resolve())
+    model = model_field(model, task)
     if not isinstance(chat_template, bool):
         raise ValueError(f"chat template must be true or false, got {chat_template!r}")
     return FinetuneConfig(

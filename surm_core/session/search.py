@@ -24,7 +24,7 @@ from ..finetune import FinetuneConfig, load_config, preview
 from ..search import Search, SearchSpace
 from ..search.study import counted, describe, describe_model, goodness, objective_name, size_label, steps_saved
 from .device import DEVICE, DeviceLine
-from .finetune import BUILT_IN, MODEL_HINTS, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error
+from .finetune import BUILT_IN, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error, model_field
 from .processes import Jobs, ProcessJob
 from .runs import SHARED, new_run_dir
 
@@ -58,13 +58,7 @@ def search_settings(model, dataset, families, min_budget, max_budget, trials=12,
     if task == "causal-lm" and "head-only" in space.families:
         raise ValueError("head-only trains a classification head, and a causal language model has none: "
                          "search adapter families only")
-    model = (model or "").strip()
-    if not model and task in MODEL_HINTS:
-        raise ValueError(f"{task} needs {MODEL_HINTS[task]}: type it in the model field")
-    model = model or FinetuneConfig.model
-    if Path(model).expanduser().is_dir():  # the search process runs in its own directory
-        model = str(Path(model).expanduser().resolve())
-    run = FinetuneConfig(model=model, task=task, dataset=dataset_choice(task, dataset, built_in), steps=steps,
+    run = FinetuneConfig(model=model_field(model, task), task=task, dataset=dataset_choice(task, dataset, built_in), steps=steps,
                          eval_every=max(1, steps // 3),
                          batch_size=whole("batch size", batch_size), max_length=whole("max length", max_length),
                          seed=whole("seed", seed, 0))
