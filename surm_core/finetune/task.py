@@ -298,6 +298,12 @@ NEEDS = {
 }
 
 
+def task_name(config: FinetuneConfig) -> str:
+    """The task ``config`` trains: ``config.task``, or the one its model's config is for
+    (:func:`surm_core.models.infer_task`)."""
+    return config.task or infer_task(config.model)
+
+
 def task_for(config: FinetuneConfig, label_names: list[str] | None = None):
     """The task ``config`` trains: ``config.task``, or the one its model's config is for
     (:func:`surm_core.models.infer_task`); see :class:`TextClassification` for ``label_names``.
@@ -305,7 +311,7 @@ def task_for(config: FinetuneConfig, label_names: list[str] | None = None):
     Before any data is read, a dataset that cannot serve the task (images for a text model, texts
     for an image model, prompts and completions for a classifier) is refused, naming both.
     """
-    task = config.task or infer_task(config.model)
+    task = task_name(config)
     if label_names is None:
         kind = dataset_kind(config.dataset)
         if kind not in ACCEPTS[task]:

@@ -35,8 +35,8 @@ from optuna.trial import TrialState
 
 from ..finetune import FinetuneConfig, run
 from ..finetune.prepare import base_model, dataset_labels, file_stamp
-from ..finetune.task import TASK_CLASSES
-from ..models import DEFAULT_MODEL, infer_task
+from ..finetune.task import TASK_CLASSES, task_name
+from ..models import DEFAULT_MODEL
 from .space import HEAD_ONLY, Layers, SearchSpace, model_layers
 
 #: Fields of a trial's FinetuneConfig that the search space sets; the rest come from the template.
@@ -67,7 +67,7 @@ class Search:
 
     @property
     def task(self) -> str:
-        return self.run.task or infer_task(self.run.model)
+        return task_name(self.run)
 
     def metric(self) -> tuple[str, str]:
         """``(metric, direction)``: ``("eval_acc", "maximize")`` for a classifier,
@@ -107,8 +107,7 @@ class FrontPruner(optuna.pruners.BasePruner):
                   if step in t.intermediate_values and t.user_attrs["trainable_params"] <= params]
         if len(rivals) < self.min_trials:
             return False
-        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-        return sign * trial.intermediate_values[step] < sign * np.median(rivals)
+        return goodness(study, trial.intermediate_values[step]) < goodness(study, np.median(rivals))
 
 
 def open_storage(url: str | None, out: Path):
@@ -217,10 +216,12 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
 
     ``on_trial(study, frozen_trial)`` is called after each trial (e.g. to print a line).
     """
+    metric = search.metric()[0]  # once: the task may come from the model's config (a file, or the hub)
+
     def objective(trial):
         fields = search.space.suggest(trial, layers)
         config = dataclasses.replace(search.run, **fields, out_dir=str(out / "trials" / f"{trial.number:04d}"))
-        return run_trial(trial, config, stop, search.metric()[0])
+        return run_trial(trial, config, stop, metric)
 
     def after(study, trial):
         if trial.user_attrs.get("interrupted"):
@@ -241,11 +242,18 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
         study.optimize(objective, n_trials=1, catch=(TrialFailed, Interrupted), callbacks=[after])
 
 
+def check_families(task: str, families) -> None:
+    """``ValueError`` when a family cannot train for ``task`` (head-only for a causal LM)."""
+    if task == "causal-lm" and HEAD_ONLY in families:
+        raise ValueError(f"{HEAD_ONLY} trains a classification head, and a causal language model has none: "
+                         "search adapter families only")
+
+
 def describe_model(template: FinetuneConfig, targets) -> Layers:
     """Load the data's labels and the model once (the engine's cached copies) to learn the adapted
     layers' shapes; a bad dataset or model (or one that does not fit the task) is a ValueError
     here, before any trial."""
-    task = template.task or infer_task(template.model)
+    task = task_name(template)
     labels = dataset_labels(template.model, task, template.dataset, template.text_column, template.label_column,
                             *file_stamp(template.dataset))
     model = base_model(template.model, task, labels)
@@ -292,9 +300,7 @@ def run_search(search: Search, out, trials: int, storage: str | None = None, nam
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     quiet()
-    if search.task == "causal-lm" and HEAD_ONLY in search.space.families:
-        raise ValueError(f"{HEAD_ONLY} trains a classification head, and a causal language model has none: "
-                         "search adapter families only")
+    check_families(search.task, search.space.families)
     layers = describe_model(search.run, search.space.targets)
     search.space.check(layers)
     name = name or out.resolve().name

@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 
 from ..finetune import FinetuneConfig, load_config, preview
 from ..search import Search, SearchSpace
-from ..search.study import counted, describe, describe_model, goodness, objective_name, size_label, steps_saved
+from ..search.study import (check_families, counted, describe, describe_model, goodness, objective_name, size_label,
+                            steps_saved)
 from .device import DEVICE, DeviceLine
 from .finetune import BUILT_IN, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error, model_field
 from .processes import Jobs, ProcessJob
@@ -55,9 +56,7 @@ def search_settings(model, dataset, families, min_budget, max_budget, trials=12,
     space = SearchSpace(list(families or []), max_budget=whole("max budget", max_budget),
                         min_budget=None if min_budget in (None, "", 0) else whole("min budget", min_budget))
     task = check_task(task)
-    if task == "causal-lm" and "head-only" in space.families:
-        raise ValueError("head-only trains a classification head, and a causal language model has none: "
-                         "search adapter families only")
+    check_families(task, space.families)
     run = FinetuneConfig(model=model_field(model, task), task=task, dataset=dataset_choice(task, dataset, built_in), steps=steps,
                          eval_every=max(1, steps // 3),
                          batch_size=whole("batch size", batch_size), max_length=whole("max length", max_length),
