@@ -212,10 +212,9 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
         """What the task selector sets: the built-in datasets (the ``current`` one kept if it fits,
         as when the Search tab fills the fields), what an upload may be, the model's hint, the
         chat-template switch and the try box."""
-        choices, note = session.built_in_datasets(task)
-        values = [value for _, value in choices]
+        note = session.built_in_datasets(task)[1]
         help_line = f"Upload {session.UPLOAD_HELP[task]}, or leave it empty for the built-in dataset."
-        return (gr.Dropdown(choices=choices, value=current if current in values else values[0]),
+        return (built_in_dropdown(task, current),
                 gr.File(file_types=session.UPLOAD_TYPES[task]),
                 help_line + (f" {note}" if note else ""),
                 gr.Textbox(placeholder=PLACEHOLDERS[task]),
@@ -248,8 +247,8 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
                                info="a local directory or a hub id; empty: the packaged MiniLM (text only)",
                                elem_id="model")
             # any value is taken (an API client names one): the session says which fit the task
-            built_in = gr.Dropdown(*built_in_choices("text-classification"), label="built-in dataset",
-                                   allow_custom_value=True, elem_id="built_in")
+            built_in = built_in_dropdown("text-classification", label="built-in dataset", allow_custom_value=True,
+                                         elem_id="built_in")
             dataset = gr.File(label="or upload a dataset", file_types=session.UPLOAD_TYPES["text-classification"],
                               elem_id="dataset", height=110)
             dataset_help = gr.Markdown(f"Upload {session.UPLOAD_HELP['text-classification']}, or leave it empty for "
@@ -373,10 +372,12 @@ def build(demo: gr.Blocks, runs_dir, shared: bool = False, limits: session.Limit
     demo.unload(forget)
 
 
-def built_in_choices(task: str) -> tuple[list, str]:
-    """The built-in dataset dropdown's choices for ``task`` and its first value."""
-    choices, _ = session.built_in_datasets(task)
-    return choices, choices[0][1]
+def built_in_dropdown(task: str, current: str | None = None, **dropdown) -> gr.Dropdown:
+    """The built-in dataset dropdown for ``task``: its datasets, ``current`` kept when it is one of
+    them (as when the Search tab fills the fields), else the first (Fine-tune and Search tabs)."""
+    choices = session.built_in_datasets(task)[0]
+    values = [value for _, value in choices]
+    return gr.Dropdown(choices=choices, value=current if current in values else values[0], **dropdown)
 
 
 def public_summary(run: dict) -> dict:

@@ -11,6 +11,7 @@ from surm_core import session
 from surm_core.models import DEFAULT_MODEL
 from surm_core.search import HEAD_ONLY
 from .errors import visible_errors
+from .finetune import built_in_dropdown
 
 #: The live search view is refreshed this often (seconds).
 REFRESH_S = 2.0
@@ -91,9 +92,7 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         return (*values, gr.Tabs(selected="finetune"), note)
 
     def show_task(task, current):
-        choices, note = session.built_in_datasets(task)
-        values = [value for _, value in choices]
-        return (gr.Dropdown(choices=choices, value=current if current in values else values[0], info=note or None),
+        return (built_in_dropdown(task, current, info=session.built_in_datasets(task)[1] or None),
                 gr.File(file_types=session.UPLOAD_TYPES[task]))
 
     # -- layout ----------------------------------------------------------------------------------
@@ -105,9 +104,8 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
         with gr.Column():
             task = gr.Radio(session.TASK_CHOICES, value="text-classification", label="task", elem_id="search_task")
             model = gr.Textbox(DEFAULT_MODEL, label="model", info="a local directory or a hub id", elem_id="search_model")
-            choices, _ = session.built_in_datasets("text-classification")
-            built_in = gr.Dropdown(choices, value=choices[0][1], label="built-in dataset", allow_custom_value=True,
-                                   elem_id="search_built_in")
+            built_in = built_in_dropdown("text-classification", label="built-in dataset", allow_custom_value=True,
+                                         elem_id="search_built_in")
             dataset = gr.File(label="or upload a dataset", file_types=session.UPLOAD_TYPES["text-classification"],
                               elem_id="search_dataset", height=110)
         with gr.Column():
