@@ -110,8 +110,10 @@ def wire(demo: gr.Blocks, tabs: gr.Tabs, tab_items: dict, explore: ExploreTab, c
             yield (gr.skip(),) * len(compare.dial_outputs)
 
     kind, size, table_budget, compare_seed, families, r = compare.controls
+    # always_last: a link followed while the page's own opening is still being applied (the default
+    # view is on screen at once, so a hand or a test can be that quick) runs after it, not never
     opened = gr.on([demo.load, restore.click], apply, query, [tabs, *settings], js="() => [location.search]",
-                   api_visibility="private", queue=False)
+                   api_visibility="private", queue=False, trigger_mode="always_last")
     shown = [
         opened.then(explore.show, explore.inputs, explore.outputs, api_visibility="private"),
         opened.then(compare_if_shown, [tab, kind, size, table_budget, compare_seed, families, large],
