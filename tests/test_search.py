@@ -2,6 +2,7 @@
 workers sharing a study, resuming a killed search, failing trials, exporting, and bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -156,8 +157,11 @@ def test_two_worker_processes_finish_one_study_without_running_a_trial_twice(tin
     # test below covers the default, an SQLite database)
     journal = tmp_path / "shared" / "study.journal"
     journal.parent.mkdir()
-    study = run_search(tiny_search(tiny, ("circulant", "lowrank")), tmp_path / "s", trials=4, workers=2,
-                       storage=str(journal))
+    search = tiny_search(tiny, ("circulant", "lowrank"))
+    # trials long enough that the second process has started before the first could finish them all
+    # (6-step trials took ~1 s each: on a busy machine one worker ran all four while the other imported torch)
+    search.run = dataclasses.replace(search.run, steps=300, eval_every=100)
+    study = run_search(search, tmp_path / "s", trials=4, workers=2, storage=str(journal))
     assert isinstance(study._storage, optuna.storages.JournalStorage) and not (tmp_path / "s" / "study.db").exists()
     trials = finished(study)
     assert len(trials) in (4, 5)  # two workers may both start the last trial at the same moment
