@@ -39,11 +39,6 @@ def budget_box(family, d_out, d_in, budget, max_size):
 
 
 def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreTab:
-    # The default view ships inside the page: it draws as soon as plotly.js has loaded (no round
-    # trip), and the browser fetches plotly.js at once instead of after the first answer.
-    default = session.links.EXPLORE_DEFAULTS
-    *settings, large = default.values()
-    first = list(session.explore_stages(*settings, clamp=True, large_text=large, max_size=max_size))[-1]
     with gr.Row():
         with gr.Column(scale=1, min_width=250):
             family = gr.Dropdown(list(FAMILIES), value="circulant", label="family", elem_id="family")
@@ -57,7 +52,7 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
             slider = gr.Slider(0, session.SLIDER_STEPS, value=0, step=1, label="budget, log scale", show_label=False,
                                container=False,
                                elem_id="budget_slider", elem_classes=["surm-log-slider"])
-            budget_note = gr.Markdown(first.note, elem_id="explore_note")
+            budget_note = gr.Markdown(elem_id="explore_note")
             with gr.Row():
                 op_a = gr.Dropdown(list(session.OPERATORS), value="Z1", label="A", min_width=90, elem_id="op_a")
                 op_b = gr.Dropdown(list(session.OPERATORS), value="Z-1", label="B", min_width=90, elem_id="op_b")
@@ -65,23 +60,22 @@ def build(demo: gr.Blocks, max_size: int = session.MAX_EXPLORE_SIZE) -> ExploreT
                 seed = gr.Number(0, label="seed", min_width=90, elem_id="seed")
                 large = gr.Checkbox(False, label="large text", min_width=90, elem_id="large")
         with gr.Column(scale=2, min_width=320):
-            heatmap = gr.Plot(first.heatmap, label="ΔW", elem_id="heatmap")
+            heatmap = gr.Plot(label="ΔW", elem_id="heatmap")
         with gr.Column(scale=2, min_width=320):
-            parameters = gr.Plot(first.parameters, label="its parameters", elem_id="parameters")
+            parameters = gr.Plot(label="its parameters", elem_id="parameters")
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            spectrum = gr.Plot(first.spectrum, label="singular values", elem_id="spectrum")
+            spectrum = gr.Plot(label="singular values", elem_id="spectrum")
         with gr.Column(scale=2, min_width=320):
-            eigen = gr.Plot(first.eigenvalues, label="eigenvalues", elem_id="eigenvalues")
+            eigen = gr.Plot(label="eigenvalues", elem_id="eigenvalues")
         with gr.Column(scale=3, min_width=420):
-            displacement = gr.Plot(first.displacement, label="displacement A·M − M·B", elem_id="displacement")
+            displacement = gr.Plot(label="displacement A·M − M·B", elem_id="displacement")
     with gr.Row():
         with gr.Column(scale=3):
-            explanation = gr.Markdown(first.explanation, elem_id="explanation")
+            explanation = gr.Markdown(elem_id="explanation")
         with gr.Column(scale=1, min_width=250):
-            solved = gr.JSON(first.config, label="solved configuration", elem_id="solved", open=True)
-    # the settings on screen: the same ones again (Enter, then Tab, or the page opened without a link) are skipped
-    shown = gr.State(tuple(default.values()))
+            solved = gr.JSON(label="solved configuration", elem_id="solved", open=True)
+    shown = gr.State(None)  # the settings on screen: the same ones again (Enter, then Tab) are skipped
 
     controls = [family, d_out, d_in, budget, seed, op_a, op_b, large]
     figures = [solved, heatmap, spectrum, eigen, displacement, explanation]
