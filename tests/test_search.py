@@ -208,6 +208,22 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tiny, tmp_pat
     assert {n: (out / "trials" / f"{n:04d}" / "metrics.jsonl").stat().st_mtime for n in before} == mtimes
 
 
+def test_a_trial_whose_worker_died_while_sampling_it_is_retried_and_the_search_ends_full(tiny, tmp_path, monkeypatch):
+    # Killed between creating a trial and its objective's start, a worker leaves a running trial
+    # with no heartbeat: Optuna never calls it stale, and the resumed search ended one trial short.
+    search = tiny_search(tiny, ("circulant",))
+    out = tmp_path / "s"
+    study = study_module.open_study(search, study_module.open_storage(None, out), "s", resume=False)
+    dead = study.ask()  # created and sampled, then the worker is gone
+    monkeypatch.setattr(study_module, "GRACE_S", 1)
+    time.sleep(1.5)
+    study = run_search(search, out, trials=2, resume=True)
+    assert study.trials[dead.number].state == TrialState.FAIL
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert study_module.counted(study) == (2, 0)
+
+
 def test_ctrl_c_stops_cleanly_and_resume_reruns_the_stopped_trial(tiny, tmp_path, capsys):
     from surm_core.search.__main__ import main
 

@@ -19,6 +19,7 @@ trainable parameters), at the same step, so pruning never removes a trial for be
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import multiprocessing
 import os
@@ -177,6 +178,7 @@ def run_trial(trial, config: FinetuneConfig, stop: threading.Event, metric: str 
     """Fine-tune ``config`` as trial ``trial``: report each evaluation's ``metric``, stop when
     pruned (raising ``optuna.TrialPruned``), on ``stop`` (raising :class:`Interrupted`) or when the
     run fails on its own (raising :class:`TrialFailed` with its reason); return the final ``metric``."""
+    trial.set_user_attr("began", trial.number)  # from here Optuna's heartbeat tells whether it lives
     trial.set_user_attr("config", {k: v for k, v in config.to_dict().items() if k != "out_dir"})
     trial.set_user_attr("run_dir", config.out_dir)
     trial.set_user_attr("interrupted", False)  # a retry starts with its original's attributes
@@ -237,9 +239,24 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial is not running any more
+            fail_trials_that_never_began(study)
         if sum(counted(study)) >= trials:
             break
         study.optimize(objective, n_trials=1, catch=(TrialFailed, Interrupted), callbacks=[after])
+
+
+def fail_trials_that_never_began(study) -> None:
+    """Fail, and queue again, the running trials whose objective has not begun ``GRACE_S`` after
+    they were created: their worker died while sampling them. Optuna's stale-trial check skips a
+    trial with no heartbeat yet, and its first heartbeat comes only as the objective begins, so
+    such a trial would count as running forever (a resumed search would end a trial short)."""
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # run_trial writes the trial's own number first; a retry starts with its original's attributes
+        if t.user_attrs.get("began") != t.number and (now - t.datetime_start).total_seconds() > GRACE_S:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            dead = study.get_trials(deepcopy=False)[t.number]
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, dead)
 
 
 def check_families(task: str, families) -> None:
