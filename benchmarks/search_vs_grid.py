@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from surm_core.search.study import describe
+from surm_core.search.study import describe, metric_value
 
 
 def grid_rows(runs: list[dict], seed: int | None = None) -> list[dict]:
@@ -72,7 +72,7 @@ def report(trials: list, runs: list[dict], grid_steps: int, tolerance: float, se
     front = levels(grid_rows(runs, seed))
     for p, row in front:
         hit = next((i for i, t in enumerate(trials) if t.state == TrialState.COMPLETE
-                    and t.user_attrs["trainable_params"] <= p and t.value >= row["mean"] - tolerance), None)
+                    and t.user_attrs["trainable_params"] <= p and metric_value(t) >= row["mean"] - tolerance), None)
         grid = f"{row['name']} (lr {row['lr']:g}) {row['mean']:.4f}"
         if hit is None:
             lines.append(f"| {p:,} | {grid} | not found | | | |")
@@ -80,7 +80,7 @@ def report(trials: list, runs: list[dict], grid_steps: int, tolerance: float, se
         t = trials[hit]
         found.append(spent[hit])
         lines.append(f"| {p:,} | {grid} | trial {t.number}: {describe(t)}, {t.user_attrs['trainable_params']:,} params | "
-                     f"{t.value:.4f} | {spent[hit]:,} | {spent[hit] / grid_total:.2f} |")
+                     f"{metric_value(t):.4f} | {spent[hit]:,} | {spent[hit] / grid_total:.2f} |")
     n = len(front)
     lines.append("")
     if len(found) == n:

@@ -171,7 +171,7 @@ def test_search_vs_grid_counts_the_trial_steps_until_each_level_of_the_grid_fron
 
     def trial(number, state, params, acc, steps):
         config = {"method": "circulant", "budget": 8, "hparams": None, "lr": 0.02}
-        return SimpleNamespace(number=number, state=state, value=acc, user_attrs={
+        return SimpleNamespace(number=number, state=state, values=[acc, params], user_attrs={
             "trainable_params": params, "steps": steps, "config": config})
 
     trials = [trial(0, TrialState.COMPLETE, 200, 0.902, 10), trial(1, TrialState.PRUNED, 150, 0.5, 4),

@@ -110,15 +110,25 @@ def test_layers_come_from_the_engine_target_presets(tiny):
     assert len(layers.shapes["query,key"]) == 4 and layers.head_params == 4 * 32 + 4
 
 
+def search_study(direction="maximize"):
+    """A study as the search makes it: the metric, then the parameter count (down)."""
+    return optuna.create_study(directions=[direction, "minimize"])
+
+
+def done_trial(value, params, evals=None, state=TrialState.COMPLETE, **attrs):
+    """A finished trial as run_trial leaves it: its evaluations in ``evals``, its size beside them."""
+    values = [value, params] if state == TrialState.COMPLETE else None
+    return optuna.trial.create_trial(state=state, values=values, user_attrs={
+        "trainable_params": params, "evals": {str(k): v for k, v in (evals or {}).items()}, **attrs})
+
+
 def test_front_pruner_compares_only_with_trials_no_larger():
-    study = optuna.create_study(direction="maximize")
+    study = search_study()
     for params, acc in [(100, 0.9), (100, 0.8), (100, 0.85), (200, 0.95), (5000, 0.99), (5000, 0.99)]:
-        study.add_trial(optuna.trial.create_trial(value=acc, intermediate_values={2: acc}, user_attrs={"trainable_params": params}))
+        study.add_trial(done_trial(acc, params, {2: acc}))
 
     def pruned(params, acc):
-        trial = optuna.trial.create_trial(state=TrialState.RUNNING, intermediate_values={2: acc},
-                                          user_attrs={"trainable_params": params})
-        return FrontPruner(min_trials=3).prune(study, trial)
+        return FrontPruner(min_trials=3).prune(study, done_trial(None, params, {2: acc}, state=TrialState.RUNNING))
 
     assert not pruned(100, 0.86)   # above the median of the three of its size
     assert pruned(100, 0.84)       # below it
@@ -140,16 +150,17 @@ def test_a_six_trial_search_completes_with_a_non_dominated_front(tiny, tmp_path,
     assert points and set(t.number for t in points) <= {t.number for t in complete}
     size = lambda t: t.user_attrs["trainable_params"]  # noqa: E731
     for p in points:  # nothing complete is as small and more accurate
-        assert not any(size(t) <= size(p) and t.value > p.value for t in complete)
+        assert not any(size(t) <= size(p) and t.values[0] > p.values[0] for t in complete)
     for t in complete:  # everything else is matched or beaten by a point of the front
-        assert any(size(p) <= size(t) and p.value >= t.value for p in points)
+        assert any(size(p) <= size(t) and p.values[0] >= t.values[0] for p in points)
+        assert t.values[1] == size(t)  # the second objective: the trial's size
     assert [size(p) for p in points] == sorted(size(p) for p in points)
     assert json.loads((tmp_path / "s" / "best.json").read_text()) == best(study).user_attrs["config"]
     for t in finished(study):  # every trial is an ordinary run directory
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
         assert summary["steps_done"] == t.user_attrs["steps"] and summary["config"]["lr"] == t.user_attrs["config"]["lr"]
         if t.state == TrialState.PRUNED:
-            assert t.user_attrs["steps"] < 6 and t.user_attrs["steps"] in t.intermediate_values
+            assert t.user_attrs["steps"] < 6 and str(t.user_attrs["steps"]) in t.user_attrs["evals"]
 
 
 def test_two_worker_processes_finish_one_study_without_running_a_trial_twice(tiny, tmp_path):
@@ -184,7 +195,7 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tiny, tmp_pat
     time.sleep(0.5)
     proc.kill()  # no chance to clean up: its running trial stays "running" in the database
     proc.wait()
-    before = {t.number: (t.state, t.value) for t in finished(optuna.load_study(study_name="s", storage=f"sqlite:///{out}/study.db"))}
+    before = {t.number: (t.state, t.values) for t in finished(optuna.load_study(study_name="s", storage=f"sqlite:///{out}/study.db"))}
     assert len(before) >= 2
     mtimes = {n: (out / "trials" / f"{n:04d}" / "metrics.jsonl").stat().st_mtime for n in before}
 
@@ -193,7 +204,7 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tiny, tmp_pat
     search = Search(SearchSpace(["circulant", "lowrank"], max_budget=128), FinetuneConfig(
         model=tiny["model"], dataset=tiny["dataset"], steps=6, eval_every=2, batch_size=16, max_length=16, device="cpu"))
     study = run_search(search, out, trials=5, resume=True)
-    after = {t.number: (t.state, t.value) for t in finished(study)}
+    after = {t.number: (t.state, t.values) for t in finished(study)}
     assert {n: after[n] for n in before} == before  # finished trials are kept, not run again
     counted = [t for t in finished(study) if t.state != TrialState.FAIL or "failure" in t.user_attrs]
     assert len(counted) == 5
@@ -269,22 +280,21 @@ def test_a_pruned_trial_stops_early_and_its_saved_steps_are_counted(tiny, tmp_pa
     out = tmp_path / "s"
     study = study_module.open_study(search, study_module.open_storage(None, out), "s", resume=False)
     for _ in range(4):  # four finished trials, smaller and perfect at every evaluation: a new one is below their median
-        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={2: 1.0, 4: 1.0},
-                                                  user_attrs={"trainable_params": 1, "steps": 6, "config": {"method": "fake"}}))
+        study.add_trial(done_trial(1.0, 1, {2: 1.0, 4: 1.0}, steps=6, config={"method": "fake"}))
     study = run_search(search, out, trials=5, resume=True, on_trial=study_module.print_trial)
     trial = study.trials[4]
-    assert trial.state == TrialState.PRUNED and trial.user_attrs["steps"] == 2 and list(trial.intermediate_values) == [2]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["steps"] == 2 and list(trial.user_attrs["evals"]) == ["2"]
     assert study_module.steps_saved(study) == (4 * 6 + 2, 4)  # 6 steps per trial, pruned after 2
     assert "pruned at step 2" in capsys.readouterr().out.splitlines()[-1]
     assert json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())["steps_done"] == 2
 
 
 def test_best_is_the_most_accurate_trial_under_the_parameter_cap():
-    study = optuna.create_study(direction="maximize")
+    study = search_study()
     for params, acc in [(100, 0.80), (300, 0.90), (300, 0.85), (1000, 0.95), (2000, 0.93)]:
-        study.add_trial(optuna.trial.create_trial(value=acc, user_attrs={"trainable_params": params}))
-    pick = lambda cap: (best(study, cap).user_attrs["trainable_params"], best(study, cap).value)  # noqa: E731
-    assert [(t.user_attrs["trainable_params"], t.value) for t in front(study)] == [(100, 0.80), (300, 0.90), (1000, 0.95)]
+        study.add_trial(done_trial(acc, params))
+    pick = lambda cap: (best(study, cap).user_attrs["trainable_params"], best(study, cap).values[0])  # noqa: E731
+    assert [(t.user_attrs["trainable_params"], t.values[0]) for t in front(study)] == [(100, 0.80), (300, 0.90), (1000, 0.95)]
     assert pick(None) == pick(5000) == (1000, 0.95)
     assert pick(999) == (300, 0.90) and pick(100) == (100, 0.80)
     assert best(study, 99) is None
@@ -300,7 +310,7 @@ def test_the_exported_json_trains_through_the_finetune_cli(tiny, tmp_path, capsy
     assert json.loads((out / "trial-0.json").read_text()) == json.loads((out / "best.json").read_text())
     assert finetune(["--config", str(out / "best.json"), "--steps", "3", "--out", str(tmp_path / "longer")]) == 0
     summary = json.loads((tmp_path / "longer" / "summary.json").read_text())
-    config = study.best_trial.user_attrs["config"]
+    config = best(study).user_attrs["config"]
     assert summary["steps_done"] == 3
     assert {k: summary["config"][k] for k in ("method", "budget", "hparams", "lr", "model")} == {
         k: config[k] for k in ("method", "budget", "hparams", "lr", "model")}
@@ -345,6 +355,9 @@ def test_a_study_with_a_different_search_is_refused(tiny, tmp_path):
         run_search(tiny_search(tiny, ("circulant",)), out, trials=3)
     with pytest.raises(ValueError, match="there is no study 'other' to resume"):
         run_search(tiny_search(tiny, ("circulant",)), out, trials=3, name="other", resume=True)
+    optuna.create_study(storage=f"sqlite:///{out}/study.db", study_name="old", direction="maximize")
+    with pytest.raises(ValueError, match="study 'old' was made by an earlier version with one objective"):
+        run_search(tiny_search(tiny, ("circulant",)), out, trials=3, name="old", resume=True)
     assert no_trial_ran(out)
 
 
@@ -404,7 +417,7 @@ def test_the_search_tab_waits_for_the_device_runs_apart_and_fills_the_finetune_t
 def test_the_trials_table_says_how_each_trial_ended():
     from surm_core import session
 
-    study = optuna.create_study(direction="maximize")
+    study = search_study()
     config = {"method": "monarch", "budget": None, "hparams": {"nblocks": 4, "blk_r": 2}, "lr": 0.0123,
               "target_modules": "attention-qv", "steps": 6}
     for state, value, steps, attrs in [(TrialState.COMPLETE, 0.9, {2: 0.5, 4: 0.8}, {"steps": 6}),
@@ -412,8 +425,7 @@ def test_the_trials_table_says_how_each_trial_ended():
                                        (TrialState.FAIL, None, {}, {"steps": 3, "failure": "non-finite loss at step 3"}),
                                        (TrialState.FAIL, None, {2: 0.6}, {"steps": 3, "interrupted": True}),
                                        (TrialState.RUNNING, None, {2: 0.7}, {})]:
-        study.add_trial(optuna.trial.create_trial(state=state, value=value, intermediate_values=steps,
-                                                  user_attrs={"config": config, "trainable_params": 500, **attrs}))
+        study.add_trial(done_trial(value, 500, steps, state=state, config=config, **attrs))
     assert session.trial_rows(session.trial_dicts(study)) == [
         [4, "running", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.7, ""],
         [3, "stopped", "monarch", "nblocks=4 blk_r=2", "0.0123", 500, 0.6, "stopped; run again on resume"],

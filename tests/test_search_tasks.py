@@ -11,6 +11,7 @@ from surm_core.finetune import FinetuneConfig
 from surm_core.search import FrontPruner, Search, SearchSpace, best, front, run_search
 from surm_core.search.__main__ import main
 from test_causal import make_tiny_lm, write_reviews
+from test_search import done_trial, search_study
 from test_images import make_tiny_vit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,19 +25,16 @@ def tiny(tmp_path_factory):
 
 
 def test_a_minimising_study_prunes_the_higher_loss_and_fronts_the_lower():
-    study = optuna.create_study(direction="minimize")
+    study = search_study("minimize")
     for params, loss in [(100, 1.0), (100, 2.0), (100, 1.5), (200, 0.5)]:
-        study.add_trial(optuna.trial.create_trial(value=loss, intermediate_values={2: loss},
-                                                  user_attrs={"trainable_params": params}))
+        study.add_trial(done_trial(loss, params, {2: loss}))
 
     def pruned(params, loss):
-        trial = optuna.trial.create_trial(state=TrialState.RUNNING, intermediate_values={2: loss},
-                                          user_attrs={"trainable_params": params})
-        return FrontPruner(min_trials=3).prune(study, trial)
+        return FrontPruner(min_trials=3).prune(study, done_trial(None, params, {2: loss}, state=TrialState.RUNNING))
 
     assert pruned(100, 1.6) and not pruned(100, 1.4)  # the median of the three is 1.5; higher is worse
-    assert [(t.user_attrs["trainable_params"], t.value) for t in front(study)] == [(100, 1.0), (200, 0.5)]
-    assert best(study).value == 0.5 and best(study, max_params=150).value == 1.0
+    assert [(t.user_attrs["trainable_params"], t.values[0]) for t in front(study)] == [(100, 1.0), (200, 0.5)]
+    assert best(study).values[0] == 0.5 and best(study, max_params=150).values[0] == 1.0
 
 
 def test_a_causal_lm_search_minimises_the_eval_loss(tiny, tmp_path, capsys):
@@ -45,10 +43,10 @@ def test_a_causal_lm_search_minimises_the_eval_loss(tiny, tmp_path, capsys):
     search = Search(SearchSpace(["circulant", "lowrank"], max_budget=256), run)
     assert search.metric() == ("eval_loss", "minimize")
     study = run_search(search, tmp_path / "s", trials=2)
-    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2  # the loss and the size
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert complete and all(t.value > 0 for t in complete)  # an eval loss, not an accuracy
-    assert best(study).value == min(t.value for t in complete)
+    assert complete and all(t.values[0] > 0 for t in complete)  # an eval loss, not an accuracy
+    assert best(study).values[0] == min(t.values[0] for t in complete)
     with pytest.raises(ValueError, match="a causal language model has none"):
         run_search(Search(SearchSpace(["head-only"], max_budget=256), run), tmp_path / "h", trials=1)
 

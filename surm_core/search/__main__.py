@@ -21,8 +21,8 @@ from ..finetune.config import TARGET_PRESETS
 from ..finetune.images import BUILT_IN as IMAGE_DATASETS
 from ..models import TASKS
 from .space import HEAD_ONLY, SearchSpace
-from .study import (Search, best, counted, describe, front, objective_name, open_storage, print_trial, run_search,
-                    steps_saved, write_config)
+from .study import (Search, best, counted, describe, front, metric_value, objective_name, open_storage, print_trial,
+                    run_search, steps_saved, write_config)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -102,9 +102,9 @@ def report(study, search: Search, out: Path, stopped: bool) -> None:
         name = objective_name(study)
         print(f"Pareto front ({name} vs trainable parameters{', lower is better' if name == 'eval loss' else ''}):")
         for t in points:
-            print(f"  trial {t.number:>3}  {t.user_attrs['trainable_params']:>10,} params  {name} {t.value:.4f}  {describe(t)}")
+            print(f"  trial {t.number:>3}  {t.user_attrs['trainable_params']:>10,} params  {name} {metric_value(t):.4f}  {describe(t)}")
         top = best(study, search.space.max_params)
-        print(f"best: trial {top.number} ({top.value:.4f}), written to {out / 'best.json'}; train it longer with\n"
+        print(f"best: trial {top.number} ({metric_value(top):.4f}), written to {out / 'best.json'}; train it longer with\n"
               f"  python -m surm_core.finetune --config {out / 'best.json'} --steps 600 --out runs/best")
     else:
         print("no trial completed yet")

@@ -2,14 +2,15 @@
 
 Each trial is an ordinary run of :func:`surm_core.finetune.run` with its own run directory
 (``<out>/trials/<number>``: metrics, summary, adapter). Its evaluations every ``eval_every`` steps
-are reported to Optuna; the study optimises the task's metric — it maximises the final eval
-accuracy of a classifier, and minimises a causal language model's final eval loss — and the
-trainable-parameter count of each trial is kept beside it, so the result is the Pareto front of the two.
+are kept with it (the ``evals`` user attribute). The study has two objectives: the task's metric
+(the final eval accuracy of a classifier, up; a causal language model's final eval loss, down) and
+the trainable-parameter count (down), so that Optuna's multi-objective TPE spreads its trials along
+the Pareto front of the two instead of following the most accurate, largest adapters.
 
-Early stopping: :class:`FrontPruner`. Optuna prunes single-objective studies only, and its own
-pruners (median, successive halving, Hyperband) rank a trial against *all* others: a small
+Early stopping: :class:`FrontPruner`, called by :func:`run_trial` itself (Optuna prunes
+single-objective studies only, and its own pruners rank a trial against *all* others: a small
 adapter a point below a ten times larger one would be cut, although it is exactly what the front
-needs. FrontPruner ranks a trial only against the trials that could dominate it (no more
+needs). FrontPruner ranks a trial only against the trials that could dominate it (no more
 trainable parameters), at the same step, so pruning never removes a trial for being small.
 
 >>> search = Search(SearchSpace(["circulant", "lowrank"], max_budget=3072), FinetuneConfig(steps=60))
@@ -84,31 +85,43 @@ class Search:
         return json.loads(json.dumps({"space": self.space.to_dict(), "run": fixed}))
 
 
-class FrontPruner(optuna.pruners.BasePruner):
+class FrontPruner:
     """Prune a trial whose value at an evaluation is worse than the median, at that step, of the
     completed trials with no more trainable parameters (once there are ``min_trials`` of them);
-    worse is lower when the study maximises (accuracy), higher when it minimises (eval loss).
+    worse is lower when the study maximises its metric (accuracy), higher when it minimises it
+    (eval loss).
 
     prune at step s ⇔ v_s(T) < median{v_s(U) : U complete, params(U) ≤ params(T)}  (maximising)
 
     Half the configurations at most this large were better at this point, so this one is
-    unlikely to end on the front; the trial's ``trainable_params`` user attribute must be set
-    before its first report.
+    unlikely to end on the front. Reads the trials' ``evals`` and ``trainable_params`` user
+    attributes (see :func:`run_trial`).
     """
 
     def __init__(self, min_trials: int = 4):
         self.min_trials = min_trials
 
     def prune(self, study, trial) -> bool:
-        step = trial.last_step
-        if step is None:
+        values = evals(trial)
+        if not values:
             return False
+        step = max(values)
         params = trial.user_attrs["trainable_params"]
-        rivals = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                  if step in t.intermediate_values and t.user_attrs["trainable_params"] <= params]
+        rivals = [evals(t)[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if step in evals(t) and t.user_attrs["trainable_params"] <= params]
         if len(rivals) < self.min_trials:
             return False
-        return goodness(study, trial.intermediate_values[step]) < goodness(study, np.median(rivals))
+        return goodness(study, values[step]) < goodness(study, np.median(rivals))
+
+
+def evals(trial) -> dict[int, float]:
+    """``{step: metric}`` of a trial's evaluations before its last step (its ``evals`` user attribute)."""
+    return {int(step): value for step, value in trial.user_attrs.get("evals", {}).items()}
+
+
+def metric_value(trial) -> float:
+    """A finished trial's final metric: its first objective (the second is its parameter count)."""
+    return trial.values[0]
 
 
 def open_storage(url: str | None, out: Path):
@@ -142,10 +155,14 @@ def open_study(search: Search, storage, name: str, resume: bool) -> optuna.Study
                          "from another machine), or choose another --out / --study")
     if not exists and resume:
         raise ValueError(f"there is no study {name!r} to resume in this storage")
-    study = optuna.create_study(storage=storage, study_name=name, direction=search.metric()[1], pruner=FrontPruner(),
+    study = optuna.create_study(storage=storage, study_name=name, directions=[search.metric()[1], "minimize"],
                                 load_if_exists=True)
-    # The sampler is seeded by the run's seed in a new study only: a resumed study, or a second
-    # worker, with that seed again would sample the same first configurations again.
+    if len(study.directions) != 2:
+        raise ValueError(f"study {name!r} was made by an earlier version with one objective (the metric alone); "
+                         "start a new search (another --out or --study)")
+    # The sampler (multi-objective TPE over the metric and the parameter count) is seeded by the
+    # run's seed in a new study only: a resumed study, or a second worker, with that seed again
+    # would sample the same first configurations again.
     # constant_liar: a worker counts the trials running elsewhere as bad ones, so workers spread out.
     seed = search.run.seed if not exists else None
     with warnings.catch_warnings():
@@ -174,24 +191,27 @@ def counted(study) -> tuple[int, int]:
     return done, sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def run_trial(trial, config: FinetuneConfig, stop: threading.Event, metric: str = "eval_acc") -> float:
-    """Fine-tune ``config`` as trial ``trial``: report each evaluation's ``metric``, stop when
-    pruned (raising ``optuna.TrialPruned``), on ``stop`` (raising :class:`Interrupted`) or when the
-    run fails on its own (raising :class:`TrialFailed` with its reason); return the final ``metric``."""
+def run_trial(trial, config: FinetuneConfig, stop: threading.Event, metric: str = "eval_acc",
+              pruner: FrontPruner | None = None) -> float:
+    """Fine-tune ``config`` as trial ``trial``: keep each evaluation's ``metric`` (the ``evals``
+    user attribute), stop when ``pruner`` says so (raising ``optuna.TrialPruned``), on ``stop``
+    (raising :class:`Interrupted`) or when the run fails on its own (raising :class:`TrialFailed`
+    with its reason); return the final ``metric``."""
     trial.set_user_attr("began", trial.number)  # from here Optuna's heartbeat tells whether it lives
     trial.set_user_attr("config", {k: v for k, v in config.to_dict().items() if k != "out_dir"})
     trial.set_user_attr("run_dir", config.out_dir)
     trial.set_user_attr("interrupted", False)  # a retry starts with its original's attributes
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    pruned, counted_params = threading.Event(), []
+    pruned, counted_params, seen = threading.Event(), [], {}
 
     def on_event(event):
-        if not counted_params:  # the count is known from the first event, before any report
+        if not counted_params:  # the count is known from the first event, before any evaluation
             counted_params.append(event["trainable_params"])
             trial.set_user_attr("trainable_params", event["trainable_params"])
         if event["event"] == "eval" and event["step"] < event["total_steps"]:
-            trial.report(event[metric], event["step"])
-            if trial.should_prune():
+            seen[str(event["step"])] = event[metric]  # Optuna's trial.report is for single-objective studies
+            trial.set_user_attr("evals", seen)
+            if pruner is not None and pruner.prune(trial.study, trial):
                 pruned.set()
 
     try:
@@ -219,11 +239,13 @@ def optimize(study, search: Search, layers: Layers, out: Path, trials: int, stop
     ``on_trial(study, frozen_trial)`` is called after each trial (e.g. to print a line).
     """
     metric = search.metric()[0]  # once: the task may come from the model's config (a file, or the hub)
+    pruner = FrontPruner()
 
     def objective(trial):
         fields = search.space.suggest(trial, layers)
         config = dataclasses.replace(search.run, **fields, out_dir=str(out / "trials" / f"{trial.number:04d}"))
-        return run_trial(trial, config, stop, metric)
+        value = run_trial(trial, config, stop, metric, pruner)
+        return value, trial.user_attrs["trainable_params"]
 
     def after(study, trial):
         if trial.user_attrs.get("interrupted"):
@@ -363,24 +385,24 @@ def run_workers(search, layers, out, storage, name, trials, workers, gpus, stop)
 
 def goodness(study, value: float) -> float:
     """``value`` where larger is better: itself when the study maximises, its negation when it minimises."""
-    return value if study.direction == optuna.study.StudyDirection.MAXIMIZE else -value
+    return value if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -value
 
 
 def objective_name(study) -> str:
     """What a trial's value is, for people: ``"accuracy"`` or ``"eval loss"``."""
-    return "accuracy" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "eval loss"
+    return "accuracy" if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else "eval loss"
 
 
 def front(study) -> list:
     """The complete trials no other complete trial beats with at most as many parameters
     (ascending parameters; on ties the best one). Beats: more accurate, or a lower eval loss."""
     done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                  key=lambda t: (t.user_attrs["trainable_params"], -goodness(study, t.value), t.number))
+                  key=lambda t: (t.user_attrs["trainable_params"], -goodness(study, metric_value(t)), t.number))
     result, best_so_far = [], -np.inf
     for t in done:
-        if goodness(study, t.value) > best_so_far:
+        if goodness(study, metric_value(t)) > best_so_far:
             result.append(t)
-            best_so_far = goodness(study, t.value)
+            best_so_far = goodness(study, metric_value(t))
     return result
 
 
@@ -388,7 +410,7 @@ def best(study, max_params: int | None = None):
     """The best complete trial (most accurate, or lowest eval loss) with at most ``max_params``
     trainable parameters (on ties the smaller); ``None`` when none qualifies."""
     fitting = [t for t in front(study) if max_params is None or t.user_attrs["trainable_params"] <= max_params]
-    return max(fitting, key=lambda t: (goodness(study, t.value), -t.user_attrs["trainable_params"]), default=None)
+    return max(fitting, key=lambda t: (goodness(study, metric_value(t)), -t.user_attrs["trainable_params"]), default=None)
 
 
 def export_config(trial) -> dict:
@@ -436,10 +458,10 @@ def print_trial(study, trial) -> None:
     what = f"trial {trial.number:>3} {describe(trial)}" + (f" ({params:,} params)" if params else "")
     if trial.state == TrialState.COMPLETE:
         on_front = any(t.number == trial.number for t in front(study))
-        end = f"{objective_name(study)} {trial.value:.4f}" + (" *front*" if on_front else "")
+        end = f"{objective_name(study)} {metric_value(trial):.4f}" + (" *front*" if on_front else "")
     elif trial.state == TrialState.PRUNED:
         end = (f"pruned at step {trial.user_attrs['steps']} "
-               f"({objective_name(study)} {trial.intermediate_values[trial.last_step]:.4f})")
+               f"({objective_name(study)} {evals(trial)[max(evals(trial))]:.4f})")
     elif trial.user_attrs.get("interrupted"):
         end = "interrupted: queued to run again on --resume"
     else:

@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 
 from ..finetune import FinetuneConfig, load_config, preview
 from ..search import Search, SearchSpace
-from ..search.study import (check_families, counted, describe, describe_model, goodness, objective_name, size_label,
-                            steps_saved)
+from ..search.study import (check_families, counted, describe, describe_model, evals, goodness, metric_value,
+                            objective_name, size_label, steps_saved)
 from .device import DEVICE, DeviceLine
 from .finetune import BUILT_IN, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error, model_field
 from .processes import Jobs, ProcessJob
@@ -186,13 +186,14 @@ def trial_dicts(study) -> list[dict]:
         state = STATES.get(t.state, t.state.name.lower())
         if state == "failed" and t.user_attrs.get("interrupted"):
             state = "stopped"
-        last = t.intermediate_values[t.last_step] if t.last_step is not None else None
+        seen = evals(t)
+        last = seen[max(seen)] if seen else None
         config = t.user_attrs.get("config") or {}
         note = {"pruned": f"at step {t.user_attrs.get('steps')} of {config.get('steps')}",
                 "failed": t.user_attrs.get("failure", ""), "stopped": "stopped; run again on resume"}.get(state, "")
         rows.append({"number": t.number, "state": state, "method": config.get("method", ""), "size": size_label(config),
                      "lr": config.get("lr"), "label": describe(t), "trainable_params": t.user_attrs.get("trainable_params"),
-                     "value": t.value if state == "complete" else last, "note": note})
+                     "value": metric_value(t) if state == "complete" else last, "note": note})
     return rows
 
 
@@ -262,8 +263,8 @@ def front_line(study) -> str:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return ""
-    top = max(complete, key=lambda t: (goodness(study, t.value), -t.user_attrs["trainable_params"]))
-    return (f"Best so far: trial {top.number}, {describe(top)}, {objective_name(study)} {top.value:.4f} with "
+    top = max(complete, key=lambda t: (goodness(study, metric_value(t)), -t.user_attrs["trainable_params"]))
+    return (f"Best so far: trial {top.number}, {describe(top)}, {objective_name(study)} {metric_value(top):.4f} with "
             f"{top.user_attrs['trainable_params']:,} trainable parameters.")
 
 
