@@ -205,6 +205,17 @@ def test_a_link_opens_its_view_and_back_and_forward_move_between_views(page, url
     page.get_by_role("tab", name="Explore", selected=True).wait_for()
 
 
+def test_a_tab_chosen_while_the_page_opens_stays_chosen(page, url):
+    # The page's opening applies its link; a bare address names no tab, so it must not take a
+    # visitor who already clicked one back to Explore (it did: a quick click was undone).
+    page.goto(url)
+    page.get_by_role("tab", name="Search").click()
+    page.wait_for_function("() => location.search.includes('tab=')")  # the opening is applied
+    page.wait_for_timeout(500)
+    assert page.get_by_role("tab", name="Search").get_attribute("aria-selected") == "true"
+    assert page.locator("#search_families").is_visible()
+
+
 def test_lecture_views_readable_on_a_projector(page, url):
     """The README's screenshots: a tiled Toeplitz map in large text, and the dial on Compare."""
     page.goto(f"{url}?tab=explore&family=toeplitz&d_out=64&d_in=64&budget=127&seed=0")

@@ -8,10 +8,9 @@ import gradio as gr
 
 import visualize
 from surm_core import session
-from surm_core.models import DEFAULT_MODEL
 from surm_core.search import HEAD_ONLY
 from .errors import visible_errors
-from .finetune import built_in_dropdown
+from .finetune import PLACEHOLDERS, built_in_dropdown
 
 #: The live search view is refreshed this often (seconds).
 REFRESH_S = 2.0
@@ -93,17 +92,19 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
 
     def show_task(task, current):
         return (built_in_dropdown(task, current, info=session.built_in_datasets(task)[1] or None),
-                gr.File(file_types=session.UPLOAD_TYPES[task]))
+                gr.File(file_types=session.UPLOAD_TYPES[task]), gr.Textbox(placeholder=PLACEHOLDERS[task]))
 
     # -- layout ----------------------------------------------------------------------------------
-    gr.Markdown("Short fine-tuning trials sampled by Optuna over family, budget per layer and learning rate; a trial "
-                "below the median of the finished trials no larger than it is stopped early (pruned). The objective "
-                "is the eval accuracy (a causal LM's: the eval loss, lower is better). One search or "
+    gr.Markdown("Short fine-tuning trials sampled by Optuna over family, budget per layer and learning rate, toward "
+                "two objectives: a higher eval accuracy (a causal LM's: a lower eval loss) with fewer trainable "
+                "parameters, so the trials spread along the front. A trial below the median of the finished trials "
+                "no larger than it is stopped early (pruned). One search or "
                 f"fine-tune at a time on **{session.device_name()}**; others wait in line.")
     with gr.Row():
         with gr.Column():
             task = gr.Radio(session.TASK_CHOICES, value="text-classification", label="task", elem_id="search_task")
-            model = gr.Textbox(DEFAULT_MODEL, label="model", info="a local directory or a hub id", elem_id="search_model")
+            model = gr.Textbox("", label="model", placeholder=PLACEHOLDERS["text-classification"],
+                               info="a local directory or a hub id", elem_id="search_model")
             built_in = built_in_dropdown("text-classification", label="built-in dataset", allow_custom_value=True,
                                          elem_id="search_built_in")
             dataset = gr.File(label="or upload a dataset", file_types=session.UPLOAD_TYPES["text-classification"],
@@ -146,7 +147,7 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
     start_btn.click(start, inputs, [status, table, front, best, picked], api_name="search", concurrency_limit=None,
                     trigger_mode="multiple")
     stop_btn.click(stop, None, None, api_name="search_stop")
-    task.change(show_task, [task, built_in], [built_in, dataset], api_visibility="private")
+    task.change(show_task, [task, built_in], [built_in, dataset, model], api_visibility="private")
     model.blur(session.typed_model_task, [model, task], task, api_visibility="private")
     train_btn.click(train_this_one, picked, [*finetune_fields, tabs, note], api_name="search_train")
     load_btn.upload(train_file, load_btn, [*finetune_fields, tabs, note], api_name="search_load")
