@@ -21,7 +21,7 @@ import visualize
 from surm_core.finetune import FinetuneConfig
 from surm_core.search import FrontPruner, Layers, Search, SearchSpace, best, front, run_search
 from surm_core.search import study as study_module
-from surm_core.search.space import ldr_hparams, monarch_hparams
+from surm_core.search.space import REFERENCE, ldr_hparams, monarch_hparams
 from test_finetune import make_tiny_model, write_topics_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +73,27 @@ def test_suggest_turns_sampled_values_into_a_finetune_config():
     SearchSpace(["circulant"], max_budget=6144, min_budget=1000).suggest(trial, layers)
     assert (trial.distributions["circulant.budget"].low, trial.distributions["circulant.budget"].high) == (1000, 6144)
     assert trial.distributions["circulant.budget"].log and trial.distributions["circulant.lr"].log
-    assert pick(family="head-only", **{"head-only.lr": 0.05}) == {
+    # head-only is not among the sampler's families: it runs at fixed rates, marked as references
+    trial = optuna.create_study().ask()
+    space.suggest(trial, layers)
+    assert trial.distributions["family"].choices == ("monarch", "ldr", "circulant")
+    reference = FixedTrial({"head-only.lr": 0.05})
+    reference.set_user_attr(REFERENCE, True)
+    assert space.suggest(reference, layers) == {
         "method": "head-only", "budget": None, "hparams": None, "target_modules": None, "lr": 0.05}
+    alone = optuna.create_study().ask()  # searched alone, its rate is sampled
+    assert SearchSpace(["head-only"], max_budget=6144).suggest(alone, layers)["method"] == "head-only"
+    assert alone.distributions["head-only.lr"].log
+
+
+def test_head_only_runs_first_at_fixed_rates_one_per_four_trials():
+    space = SearchSpace(["circulant", "head-only"], max_budget=64)
+    lrs = lambda trials: [round(p["head-only.lr"], 4) for p, _ in space.head_only_references(trials)]  # noqa: E731
+    assert lrs(40) == lrs(12) == [0.044, 0.0949, 0.2044]  # centres of thirds of 0.03 … 0.3 (log scale)
+    assert lrs(8) == [0.0533, 0.1687] and lrs(2) == [0.0949]
+    assert all(attrs == {REFERENCE: True} for _, attrs in space.head_only_references(40))
+    assert SearchSpace(["head-only"], max_budget=64).head_only_references(40) == []
+    assert SearchSpace(["circulant"], max_budget=64).head_only_references(40) == []
 
 
 def test_member_rules_fit_the_budget_on_every_layer():
@@ -155,6 +174,9 @@ def test_a_six_trial_search_completes_with_a_non_dominated_front(tiny, tmp_path,
         assert any(size(p) <= size(t) and p.values[0] >= t.values[0] for p in points)
         assert t.values[1] == size(t)  # the second objective: the trial's size
     assert [size(p) for p in points] == sorted(size(p) for p in points)
+    methods = [t.user_attrs["config"]["method"] for t in study.trials]
+    assert methods[0] == "head-only" and methods.count("head-only") == 1  # its one fixed rate, first
+    assert study.trials[0].params == {"head-only.lr": pytest.approx(0.0949, abs=1e-4)}
     assert json.loads((tmp_path / "s" / "best.json").read_text()) == best(study).user_attrs["config"]
     for t in finished(study):  # every trial is an ordinary run directory
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())

@@ -344,6 +344,9 @@ def run_search(search: Search, out, trials: int, storage: str | None = None, nam
     search.space.check(layers)
     name = name or out.resolve().name
     study = open_study(search, open_storage(storage, out), name, resume)
+    if not resume:  # a new study: head-only's fixed rates first (see SearchSpace.head_only_references)
+        for params, attrs in search.space.head_only_references(trials):
+            study.enqueue_trial(params, user_attrs=attrs)
     stop = stop or threading.Event()
     if workers == 1:
         optimize(study, search, layers, out, trials, stop, on_trial)
