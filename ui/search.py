@@ -111,7 +111,8 @@ def build(demo: gr.Blocks, tabs: gr.Tabs, runs_dir, shared: bool = False, limits
                               elem_id="search_dataset", height=110)
         with gr.Column():
             families = gr.CheckboxGroup(FAMILIES, value=["circulant", "monarch", "lowrank"], label="families",
-                                        elem_id="search_families", info=f"lowrank is LoRA; {HEAD_ONLY} trains the head alone")
+                                        elem_id="search_families",
+                                        info=f"lowrank is LoRA; {HEAD_ONLY} trains the head alone (first, at fixed rates)")
             with gr.Row():
                 min_budget = gr.Number(0, label="min budget per layer", info="0: each family's smallest",
                                        elem_id="search_min_budget")
