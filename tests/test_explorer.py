@@ -257,6 +257,7 @@ def test_links_are_canonical_and_round_trip():
     query = session.query_string(view)
     assert query == "tab=compare&A=Z0&large=1&target=psd&families=lowrank,ldr&r=4"
     assert session.query_string(session.parse_query(query)) == query
+    assert session.parse_query("family=ldr").tab is None  # names no tab: the page keeps the one shown
     default = session.query_string(session.LinkView())
     assert default == "tab=explore&family=circulant&d_out=64&d_in=64&seed=0"  # no budget: the smallest
 

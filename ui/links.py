@@ -10,8 +10,6 @@ page replaces instead, so a hand-typed link is tidied, not doubled). Opening the
 """
 from __future__ import annotations
 
-import urllib.parse
-
 import gradio as gr
 
 from surm_core import session
@@ -97,8 +95,7 @@ def wire(demo: gr.Blocks, tabs: gr.Tabs, tab_items: dict, explore: ExploreTab, c
         view = session.parse_query(search or "")
         if view.notes:
             gr.Warning("This link: " + "; ".join(view.notes) + ".")
-        if "tab" not in urllib.parse.parse_qs((search or "").lstrip("?")):
-            # a bare address names no tab: one chosen while the page was opening stays chosen
+        if view.tab is None:  # a bare address: a tab chosen while the page was opening stays chosen
             return (gr.skip(), gr.skip(), *view.explore.values(), *view.compare.values())
         return (gr.Tabs(selected=view.tab), view.tab, *view.explore.values(), *view.compare.values())
 

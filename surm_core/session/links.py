@@ -35,9 +35,10 @@ LARGEST_NUMBER = 2 ** 53
 
 @dataclasses.dataclass
 class LinkView:
-    """A view of the page: its tab and each tab's settings; ``notes`` say what a link got wrong."""
+    """A view of the page: its tab and each tab's settings; ``notes`` say what a link got wrong.
+    ``tab`` is None for a link that names no tab: the page keeps the tab it shows."""
 
-    tab: str = "explore"
+    tab: str | None = "explore"
     explore: dict = dataclasses.field(default_factory=lambda: dict(EXPLORE_DEFAULTS))
     compare: dict = dataclasses.field(default_factory=lambda: {**COMPARE_DEFAULTS,
                                                                "families": list(COMPARE_DEFAULTS["families"])})
@@ -66,13 +67,12 @@ def _choice(text: str, name: str, choices, notes: list, default):
 def parse_query(query: str) -> LinkView:
     """The :class:`LinkView` a URL's query string (``"?tab=…&family=…"``, with or without "?")
     asks for. Unknown parameters are ignored; a bad value is replaced by its default and named
-    in ``notes``. Sizes and budgets are only checked to be positive whole numbers here: the
+    in ``notes``; a query without ``tab`` leaves ``tab`` None. Sizes and budgets are only checked to be positive whole numbers here: the
     tabs refuse sizes they cannot show and move budgets into range, each with its own message.
     """
     params = {k: v[-1] for k, v in urllib.parse.parse_qs(query.lstrip("?"), keep_blank_values=True).items()}
     view, notes = LinkView(), []
-    if "tab" in params:
-        view.tab = _choice(params["tab"], "tab", TABS, notes, "explore")
+    view.tab = _choice(params["tab"], "tab", TABS, notes, "explore") if "tab" in params else None
     ex, co = view.explore, view.compare
     if "family" in params:
         ex["family"] = _choice(params["family"], "family", list(FAMILIES), notes, ex["family"])
