@@ -123,7 +123,7 @@ class SearchSpace:
     def adapters(self) -> list[str]:
         return [f for f in self.families if f != HEAD_ONLY]
 
-    def head_only_references(self, trials: int) -> list[dict]:
+    def head_only_references(self, trials: int) -> list[tuple[dict, dict]]:
         """The head-only trials a search of ``trials`` runs first (none without head-only, or when
         it is searched alone): one per four trials, one to three, at the centres of equal log-scale
         parts of its learning-rate range, as ``(params, user_attrs)`` for ``study.enqueue_trial``.

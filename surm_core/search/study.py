@@ -107,8 +107,9 @@ class FrontPruner:
             return False
         step = max(values)
         params = trial.user_attrs["trainable_params"]
-        rivals = [evals(t)[step] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                  if step in evals(t) and t.user_attrs["trainable_params"] <= params]
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        rivals = [seen[step] for seen in (evals(t) for t in complete if t.user_attrs["trainable_params"] <= params)
+                  if step in seen]
         if len(rivals) < self.min_trials:
             return False
         return goodness(study, values[step]) < goodness(study, np.median(rivals))
@@ -117,6 +118,12 @@ class FrontPruner:
 def evals(trial) -> dict[int, float]:
     """``{step: metric}`` of a trial's evaluations before its last step (its ``evals`` user attribute)."""
     return {int(step): value for step, value in trial.user_attrs.get("evals", {}).items()}
+
+
+def last_eval(trial) -> float | None:
+    """The metric at a trial's latest evaluation before its last step (None before the first)."""
+    seen = evals(trial)
+    return seen[max(seen)] if seen else None
 
 
 def metric_value(trial) -> float:
@@ -464,7 +471,7 @@ def print_trial(study, trial) -> None:
         end = f"{objective_name(study)} {metric_value(trial):.4f}" + (" *front*" if on_front else "")
     elif trial.state == TrialState.PRUNED:
         end = (f"pruned at step {trial.user_attrs['steps']} "
-               f"({objective_name(study)} {evals(trial)[max(evals(trial))]:.4f})")
+               f"({objective_name(study)} {last_eval(trial):.4f})")
     elif trial.user_attrs.get("interrupted"):
         end = "interrupted: queued to run again on --resume"
     else:

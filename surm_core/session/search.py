@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from ..finetune import FinetuneConfig, load_config, preview
 from ..search import Search, SearchSpace
-from ..search.study import (check_families, counted, describe, describe_model, evals, goodness, metric_value,
+from ..search.study import (check_families, counted, describe, describe_model, goodness, last_eval, metric_value,
                             objective_name, size_label, steps_saved)
 from .device import DEVICE, DeviceLine
 from .finetune import BUILT_IN, Limits, check_dataset, check_steps, check_task, dataset_choice, model_error, model_field
@@ -186,14 +186,12 @@ def trial_dicts(study) -> list[dict]:
         state = STATES.get(t.state, t.state.name.lower())
         if state == "failed" and t.user_attrs.get("interrupted"):
             state = "stopped"
-        seen = evals(t)
-        last = seen[max(seen)] if seen else None
         config = t.user_attrs.get("config") or {}
         note = {"pruned": f"at step {t.user_attrs.get('steps')} of {config.get('steps')}",
                 "failed": t.user_attrs.get("failure", ""), "stopped": "stopped; run again on resume"}.get(state, "")
         rows.append({"number": t.number, "state": state, "method": config.get("method", ""), "size": size_label(config),
                      "lr": config.get("lr"), "label": describe(t), "trainable_params": t.user_attrs.get("trainable_params"),
-                     "value": metric_value(t) if state == "complete" else last, "note": note})
+                     "value": metric_value(t) if state == "complete" else last_eval(t), "note": note})
     return rows
 
 
